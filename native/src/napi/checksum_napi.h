@@ -1,0 +1,9 @@
+#pragma once
+#include <napi.h>
+
+namespace thaw {
+// crc32c(data: Uint8Array, crc: number) -> Promise<number>, computed off the main thread.
+Napi::Value Crc32cAsync(const Napi::CallbackInfo& info);
+// crc32cSync(data: Uint8Array, crc: number) -> number, for small inputs.
+Napi::Value Crc32cSync(const Napi::CallbackInfo& info);
+}  // namespace thaw
