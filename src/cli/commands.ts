@@ -1,0 +1,13 @@
+// The subcommands of `thaw`, each with a one-line summary and a lazy loader.
+
+/** A subcommand: parses its own arguments and runs. */
+export type CommandMain = (args: string[]) => Promise<void>;
+
+interface Command {
+  summary: string;
+  load: () => Promise<CommandMain>;
+}
+
+export const commands = new Map<string, Command>([
+  ["make-tiny-model", { summary: "write the deterministic tiny test model in Hugging Face layout", load: async () => (await import("./make-tiny-model-command.js")).main }],
+]);
