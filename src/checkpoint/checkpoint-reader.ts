@@ -9,9 +9,8 @@ import {
   type TensorEntry,
 } from "../gen/thaw/checkpoint/v1/checkpoint_pb.js";
 import { crc32c } from "../native/checksum.js";
-import { type CheckpointStore, INDEX_FILE, NotFoundError } from "../store/store.js";
-import { decodeIndex } from "./index-codec.js";
-import { checkModelKey } from "./model-key.js";
+import { type CheckpointStore, NotFoundError } from "../store/store.js";
+import { readIndex } from "./read-index.js";
 
 /** Options of CheckpointReader.open. */
 export interface OpenCheckpointOptions {
@@ -37,19 +36,14 @@ export class CheckpointReader {
 
   /** Reads and validates model.idx of `modelKey`; NotFound when the checkpoint is not published. */
   static async open(store: CheckpointStore, modelKey: string, options: OpenCheckpointOptions = {}): Promise<CheckpointReader> {
-    checkModelKey(modelKey);
-    let bytes: Uint8Array;
+    let index: CheckpointIndex;
     try {
-      bytes = await store.read(modelKey, INDEX_FILE);
+      index = await readIndex(store, modelKey);
     } catch (err) {
       if (err instanceof NotFoundError) {
         throw new ConnectError(`checkpoint ${modelKey} not found in ${store.location}`, Code.NotFound);
       }
       throw err;
-    }
-    const index = decodeIndex(bytes);
-    if (index.modelKey !== modelKey) {
-      throw new ConnectError(`${modelKey}/${INDEX_FILE} describes ${index.modelKey}`, Code.DataLoss);
     }
     const reader = new CheckpointReader(store, index);
     if (options.verify ?? true) await reader.verify(options.signal);

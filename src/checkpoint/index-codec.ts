@@ -43,7 +43,7 @@ export function validateIndex(index: CheckpointIndex): void {
   try {
     checkModelKey(index.modelKey);
   } catch (err) {
-    fail((err as Error).message);
+    fail((err as ConnectError).rawMessage);
   }
 
   const files = new Set<string>();

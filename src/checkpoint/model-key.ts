@@ -62,9 +62,13 @@ export function parseModelKey(key: string): { modelId: string; revision: string 
   }
   const modelId = key.slice(0, at).replace("--", "/");
   const revision = key.slice(at + 1);
-  if (modelKey(modelId, revision) !== key) {
-    throw invalid(`invalid model key ${describe(key)}: expected "org--name@revision"`);
+  let again: string;
+  try {
+    again = modelKey(modelId, revision);
+  } catch (err) {
+    throw invalid(`invalid model key ${describe(key)}: ${(err as ConnectError).rawMessage}`);
   }
+  if (again !== key) throw invalid(`invalid model key ${describe(key)}: expected "org--name@revision"`);
   return { modelId, revision };
 }
 
