@@ -22,3 +22,11 @@ function checkCrc(crc: number): void {
     throw new RangeError(`crc must be an unsigned 32-bit integer, got ${crc}`);
   }
 }
+
+/** The CRC-32C of A followed by B, from crc32c(A), crc32c(B) and B's length (pieces checksummed apart). */
+export function crc32cCombine(crcA: number, crcB: number, lengthB: number): number {
+  checkCrc(crcA);
+  checkCrc(crcB);
+  if (!Number.isSafeInteger(lengthB) || lengthB < 0) throw new RangeError(`lengthB must be a non-negative safe integer, got ${lengthB}`);
+  return nativeBinding().crc32cCombine(crcA, crcB, lengthB);
+}

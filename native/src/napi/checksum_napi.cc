@@ -46,4 +46,11 @@ Napi::Value Crc32cSync(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), Crc32c(crc, data.Data(), data.ByteLength()));
 }
 
+Napi::Value Crc32cCombineJs(const Napi::CallbackInfo& info) {
+  auto a = info[0].As<Napi::Number>().Uint32Value();
+  auto b = info[1].As<Napi::Number>().Uint32Value();
+  auto len = static_cast<uint64_t>(info[2].As<Napi::Number>().DoubleValue());
+  return Napi::Number::New(info.Env(), Crc32cCombine(a, b, len));
+}
+
 }  // namespace thaw
