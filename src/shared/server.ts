@@ -4,6 +4,7 @@
 import http from "node:http";
 import http2 from "node:http2";
 import net from "node:net";
+import { Duplex } from "node:stream";
 import type { ConnectRouter, Interceptor } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 
@@ -85,7 +86,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
         for (const session of sessions) session.close();
         h1.closeIdleConnections();
         // Give streams a moment to end with their UNAVAILABLE status, then cut what is left.
-        await new Promise((r) => setTimeout(r, 50).unref());
+        await new Promise((r) => setTimeout(r, 50));
         for (const session of sessions) session.destroy();
         for (const socket of sockets) socket.destroy();
         await closed;
@@ -105,10 +106,43 @@ function dispatch(socket: net.Socket, h1: http.Server, h2: http2.Http2Server): v
     if (isH2 && seen.length < PREFACE.length) return; // could still be either; wait for more
     socket.off("data", onData);
     socket.pause();
-    socket.unshift(seen);
-    (isH2 ? h2 : h1).emit("connection", socket);
-    socket.resume();
+    if (isH2) {
+      // http2 reads from the socket's native handle and would miss bytes already taken off it,
+      // so it gets a stream that replays them first.
+      h2.emit("connection", replaying(seen, socket));
+    } else {
+      socket.unshift(seen);
+      h1.emit("connection", socket);
+      socket.resume();
+    }
   };
   socket.on("data", onData);
   socket.on("error", () => socket.destroy());
+}
+
+/** A duplex that yields `head` and then whatever `socket` receives, and writes to `socket`. */
+function replaying(head: Buffer, socket: net.Socket): Duplex {
+  const duplex = new Duplex({
+    read() {
+      socket.resume();
+    },
+    write(chunk, _encoding, callback) {
+      socket.write(chunk, callback);
+    },
+    final(callback) {
+      socket.end(callback);
+    },
+    destroy(err, callback) {
+      socket.destroy(err ?? undefined);
+      callback(err);
+    },
+  });
+  duplex.push(head);
+  socket.on("data", (data) => {
+    if (!duplex.push(data)) socket.pause();
+  });
+  socket.on("end", () => duplex.push(null));
+  socket.on("close", () => duplex.destroy());
+  socket.on("error", (err) => duplex.destroy(err));
+  return duplex;
 }
