@@ -1,0 +1,91 @@
+"""Command line of the engine worker."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from typing import Optional, Sequence
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m thaw_engine",
+        description="thaw engine worker: EngineService (gRPC) on a unix socket. Logs go to stderr; "
+        'one JSON line {"event": "ready", ...} goes to stdout once the socket accepts calls.',
+    )
+    p.add_argument("--socket", required=True, help="unix socket path to listen on (replaced if it exists)")
+    p.add_argument("--device", default="auto", help="cpu, cuda or cuda:N (default: cuda:0 when available, else cpu)")
+    p.add_argument("--max-num-seqs", type=int, default=64, help="sequences batched together at most (default 64)")
+    p.add_argument("--max-num-batched-tokens", type=int, default=8192, help="prompt tokens prefilled in one step (default 8192)")
+    p.add_argument("--block-size", type=int, default=16, help="tokens per KV cache block (default 16)")
+    p.add_argument("--kv-cache-bytes", type=int, default=0, help="KV cache size when LoadWeights gives none (default: "
+                   "GPU: free memory x utilisation minus 2 GiB; CPU: 512 MiB)")
+    p.add_argument("--gpu-memory-utilization", type=float, default=0.9, help="share of GPU memory the worker may use (default 0.9)")
+    p.add_argument("--no-cuda-graphs", action="store_true", help="run decode steps eagerly on CUDA")
+    p.add_argument("--graph-max-batch", type=int, default=64, help="largest batch with a captured decode graph (default 64)")
+    p.add_argument("--graph-max-context", type=int, default=8192, help="longest context with a captured decode graph (default 8192)")
+    p.add_argument("--no-prefix-caching", action="store_true", help="do not reuse KV blocks across prompts")
+    p.add_argument("--no-verify-checksums", action="store_true", help="skip the CRC-32C check of checkpoint folders")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (default: torch's choice)")
+    p.add_argument("--no-exit-with-parent", action="store_true", help="keep running when the parent process dies")
+    p.add_argument("--log-level", default=os.environ.get("THAW_LOG_LEVEL", "info"), help="debug, info, warning, error")
+    return p
+
+
+def _exit_with_parent() -> None:
+    """Linux: SIGTERM this process when its parent (the agent) dies."""
+    try:
+        import ctypes
+        import signal
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGTERM), 0, 0, 0)  # PR_SET_PDEATHSIG
+    except Exception:  # not Linux
+        pass
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Parses arguments, starts the worker, serves until SIGTERM or SIGINT; returns the exit status."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=getattr(logging, str(args.log_level).upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s[%(process)d] %(message)s",
+    )
+    if not args.no_exit_with_parent:
+        _exit_with_parent()
+    import asyncio
+
+    from .server import serve
+    from .worker import WorkerOptions
+
+    device = args.device
+    if device == "auto":
+        import torch
+
+        device = "cuda:0" if torch.cuda.is_available() else "cpu"
+    elif device == "cuda":
+        device = "cuda:0"
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    opts = WorkerOptions(
+        device=device,
+        block_size=args.block_size,
+        max_num_seqs=args.max_num_seqs,
+        max_num_batched_tokens=args.max_num_batched_tokens,
+        cuda_graphs=not args.no_cuda_graphs,
+        graph_max_batch=args.graph_max_batch,
+        graph_max_context=args.graph_max_context,
+        enable_prefix_caching=not args.no_prefix_caching,
+        verify_checksums=not args.no_verify_checksums,
+        gpu_memory_utilization=args.gpu_memory_utilization,
+        kv_cache_bytes=args.kv_cache_bytes,
+    )
+    try:
+        return asyncio.run(serve(args.socket, opts))
+    except KeyboardInterrupt:
+        return 0

@@ -1,0 +1,460 @@
+"""Continuous batching over a paged KV cache.
+
+Each step admits waiting sequences whose prompts fit in the free KV blocks (prefix blocks found in
+the cache are reused, not recomputed) and prefills them, then decodes one token for every other
+running sequence. Sequences join and leave between steps. When a running sequence needs a block
+and none is free, the most recently admitted sequence is preempted: its blocks are released and it
+goes back to the head of the queue, to be recomputed later (its full blocks usually come back from
+the prefix cache). The step loop runs in its own thread; requests and aborts arrive thread-safely.
+"""
+
+from __future__ import annotations
+
+import enum
+import itertools
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Callable, Optional, Sequence
+
+import torch
+
+from .kv_cache import BlockManager, block_hash
+from .runner import DecodeItem, ModelRunner, PrefillItem
+from .sampling import SampleResult, SampleRow, SamplingOptions, new_seed, sample
+
+log = logging.getLogger("thaw_engine.engine")
+
+
+class FinishReason(enum.Enum):
+    STOP = "stop"
+    LENGTH = "length"
+    ABORT = "abort"
+    ERROR = "error"
+
+
+@dataclass
+class Event:
+    """Tokens produced for one sequence in one step (or its end)."""
+
+    token_ids: list[int] = field(default_factory=list)
+    logprobs: list[SampleResult] = field(default_factory=list)
+    finish_reason: Optional[FinishReason] = None
+    prompt_tokens: Optional[int] = None
+    cached_prompt_tokens: Optional[int] = None
+    error: Optional[str] = None
+
+
+Sink = Callable[[Event], None]
+
+
+class SeqStatus(enum.Enum):
+    WAITING = 0
+    RUNNING = 1
+    FINISHED = 2
+
+
+class Sequence_:
+    """One generation request inside the engine."""
+
+    def __init__(self, seq_id: int, request_id: str, prompt: Sequence[int], options: SamplingOptions, sink: Sink) -> None:
+        self.seq_id = seq_id
+        self.request_id = request_id
+        self.prompt_len = len(prompt)
+        self.tokens: list[int] = list(prompt)
+        self.output: list[int] = []
+        self.options = options
+        self.seed = options.seed & ((1 << 63) - 1) if options.seed is not None else new_seed()
+        self.sink = sink
+        self.blocks: list[int] = []
+        self.num_computed = 0
+        self.hashes: list[bytes] = []  # chain hashes of full blocks of tokens, in order
+        self.registered = 0  # leading blocks registered in the prefix cache
+        self.status = SeqStatus.WAITING
+        self.admitted = False
+        self.cached_prompt_tokens = 0
+        self.first_sent = False
+        self.arrival = time.monotonic()
+
+    @property
+    def prompt(self) -> list[int]:
+        return self.tokens[: self.prompt_len]
+
+
+@dataclass
+class EngineConfig:
+    """Scheduling limits."""
+
+    max_num_seqs: int = 64
+    max_num_batched_tokens: int = 8192
+    enable_prefix_caching: bool = True
+
+
+@dataclass
+class Output:
+    """A finished sequence (for the synchronous helper)."""
+
+    token_ids: list[int]
+    finish_reason: Optional[FinishReason]
+    logprobs: list[SampleResult]
+    prompt_tokens: int
+    cached_prompt_tokens: int
+    error: Optional[str] = None
+
+
+class Engine:
+    """Scheduler and step loop around a :class:`ModelRunner`."""
+
+    def __init__(self, runner: ModelRunner, config: EngineConfig, vocab_size: int, default_eos: Sequence[int] = ()) -> None:
+        self.runner = runner
+        self.config = config
+        self.vocab_size = vocab_size
+        self.default_eos = tuple(default_eos)
+        self.block_size = runner.block_size
+        self.max_model_len = runner.max_model_len
+        self.blocks = BlockManager(runner.num_blocks, runner.block_size, config.enable_prefix_caching)
+        self.waiting: deque[Sequence_] = deque()
+        self.running: list[Sequence_] = []
+        self._ids = itertools.count(1)
+        self._cv = threading.Condition()
+        self._inbox: list[Sequence_] = []
+        self._aborts: list[Sequence_] = []
+        self._stop = False
+        self._thread: Optional[threading.Thread] = None
+        self._pending: list[tuple[Sink, Event]] = []
+        #: called with the events of one step; by default each sink is called in the engine thread
+        self.dispatch: Callable[[list[tuple[Sink, Event]]], None] = lambda evs: [s(e) for s, e in evs]  # type: ignore[func-returns-value]
+        # statistics
+        self.prompt_tokens_total = 0
+        self.cached_tokens_total = 0
+        self.generated_tokens = 0
+        self.preemptions = 0
+        self.steps = 0
+
+    # ---- requests (any thread) -------------------------------------------------------------
+
+    def validate(self, prompt: Sequence[int], options: SamplingOptions) -> None:
+        """Raises ValueError for a request this engine cannot serve."""
+        if len(prompt) == 0:
+            raise ValueError("the prompt is empty")
+        if len(prompt) >= self.max_model_len:
+            raise ValueError(f"the prompt has {len(prompt)} tokens; this model serves at most {self.max_model_len - 1} (max_model_len {self.max_model_len})")
+        bad = [t for t in prompt if t < 0 or t >= self.vocab_size]
+        if bad:
+            raise ValueError(f"prompt token ids outside the vocabulary ({self.vocab_size}): {bad[:5]}")
+        options.validate(self.vocab_size)
+
+    def add(self, request_id: str, prompt: Sequence[int], options: SamplingOptions, sink: Sink) -> Sequence_:
+        """Queues a sequence; events go to sink. Raises ValueError for a bad request."""
+        if not options.eos_token_ids and self.default_eos:
+            options = SamplingOptions(**{**options.__dict__, "eos_token_ids": frozenset(self.default_eos)})
+        self.validate(prompt, options)
+        seq = Sequence_(next(self._ids), request_id, prompt, options, sink)
+        with self._cv:
+            self._inbox.append(seq)
+            self._cv.notify()
+        return seq
+
+    def abort(self, seq: Sequence_) -> None:
+        """Ends a sequence and frees its KV blocks at the next step boundary (no-op when finished)."""
+        with self._cv:
+            if seq.status != SeqStatus.FINISHED:
+                self._aborts.append(seq)
+                self._cv.notify()
+
+    # ---- loop ---------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Runs the step loop in a background thread."""
+        self._stop = False
+        self._thread = threading.Thread(target=self._loop, name="thaw-engine-loop", daemon=True)
+        self._thread.start()
+
+    def stop(self, abort_all: bool = True) -> None:
+        """Stops the loop (aborting what is left) and waits for the thread."""
+        with self._cv:
+            self._stop = True
+            self._cv.notify()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if abort_all:
+            self._drain()
+            for seq in list(self.waiting) + list(self.running):
+                self._finish(seq, FinishReason.ABORT)
+            self._flush()
+
+    def _loop(self) -> None:
+        while True:
+            with self._cv:
+                while not self._stop and not (self._inbox or self._aborts or self.waiting or self.running):
+                    self._cv.wait()
+                if self._stop:
+                    return
+            try:
+                self.step()
+            except Exception:  # a bug: fail what is in flight, keep serving
+                log.exception("engine step failed")
+                for seq in list(self.waiting) + list(self.running):
+                    self._finish(seq, FinishReason.ERROR, "engine step failed")
+                self._flush()
+
+    def has_work(self) -> bool:
+        with self._cv:
+            return bool(self._inbox or self._aborts or self.waiting or self.running)
+
+    # ---- one step -----------------------------------------------------------------------------
+
+    def _drain(self) -> None:
+        with self._cv:
+            inbox, self._inbox = self._inbox, []
+            aborts, self._aborts = self._aborts, []
+        self.waiting.extend(inbox)
+        for seq in aborts:
+            if seq.status != SeqStatus.FINISHED:
+                self._finish(seq, FinishReason.ABORT)
+
+    def step(self) -> bool:
+        """Runs one scheduling step; False when there was nothing to do."""
+        self._drain()
+        self._flush()
+        did = False
+        prefilled: set[int] = set()
+        if self.waiting:
+            admitted = self._admit()
+            if admitted:
+                self._run_prefill(admitted)
+                prefilled = {s.seq_id for s in admitted}
+                did = True
+        decoding = [s for s in self.running if s.seq_id not in prefilled]
+        if decoding:
+            decoding = self._reserve_decode_slots(decoding)
+            if decoding:
+                self._run_decode(decoding)
+                did = True
+        self._flush()
+        self.steps += did
+        return did
+
+    def _seq_hashes(self, seq: Sequence_, upto_blocks: int) -> list[bytes]:
+        bs = self.block_size
+        while len(seq.hashes) < upto_blocks:
+            i = len(seq.hashes)
+            parent = seq.hashes[-1] if seq.hashes else None
+            seq.hashes.append(block_hash(parent, seq.tokens[i * bs : (i + 1) * bs]))
+        return seq.hashes[:upto_blocks]
+
+    def _admit(self) -> list[Sequence_]:
+        admitted: list[Sequence_] = []
+        budget = self.config.max_num_batched_tokens
+        bs = self.block_size
+        while self.waiting and len(self.running) + len(admitted) < self.config.max_num_seqs:
+            seq = self.waiting[0]
+            n = len(seq.tokens)
+            hashes = self._seq_hashes(seq, (n - 1) // bs) if self.config.enable_prefix_caching else []
+            hits, idle_hits = self.blocks.count_prefix(hashes)
+            need = -(-n // bs) - hits
+            if need + idle_hits > self.blocks.num_free():
+                break
+            new_tokens = n - hits * bs
+            if admitted and new_tokens > budget:
+                break
+            self.waiting.popleft()
+            cached = self.blocks.match_prefix(hashes[:hits])
+            fresh = self.blocks.allocate(need)
+            assert fresh is not None
+            seq.blocks = cached + fresh
+            seq.num_computed = hits * bs
+            seq.registered = hits
+            if not seq.admitted:
+                seq.admitted = True
+                seq.cached_prompt_tokens = min(hits * bs, seq.prompt_len)
+                self.prompt_tokens_total += seq.prompt_len
+                self.cached_tokens_total += seq.cached_prompt_tokens
+            seq.status = SeqStatus.RUNNING
+            self.running.append(seq)
+            admitted.append(seq)
+            budget -= new_tokens
+        return admitted
+
+    def _preempt(self, seq: Sequence_) -> None:
+        self.running.remove(seq)
+        self.blocks.release(seq.blocks)
+        seq.blocks = []
+        seq.num_computed = 0
+        seq.registered = 0
+        seq.status = SeqStatus.WAITING
+        self.waiting.appendleft(seq)
+        self.preemptions += 1
+        log.info("preempted sequence %s (%d tokens) for lack of KV blocks", seq.request_id, len(seq.tokens))
+
+    def _reserve_decode_slots(self, seqs: list[Sequence_]) -> list[Sequence_]:
+        """Makes sure each sequence has a slot for its next token, preempting when the cache is full."""
+        bs = self.block_size
+        for seq in seqs:
+            if seq.status != SeqStatus.RUNNING:
+                continue  # preempted for an earlier sequence
+            while (len(seq.tokens) - 1) // bs >= len(seq.blocks):
+                got = self.blocks.allocate(1)
+                if got is not None:
+                    seq.blocks.extend(got)
+                    continue
+                victim = max(self.running, key=lambda s: s.seq_id)  # the latest arrival goes first
+                if victim is seq and len(self.running) == 1:
+                    raise RuntimeError("the KV cache cannot hold a single sequence")  # max_model_len prevents it
+                self._preempt(victim)
+                if victim is seq:
+                    break
+        return [s for s in seqs if s.status == SeqStatus.RUNNING]
+
+    def _rows(self, seqs: Sequence[Sequence_]) -> list[SampleRow]:
+        return [SampleRow(s.options, s.seed, len(s.output), s.prompt, s.output) for s in seqs]
+
+    def _run_prefill(self, seqs: list[Sequence_]) -> None:
+        items = [PrefillItem(s.tokens[s.num_computed :], s.num_computed, s.blocks) for s in seqs]
+        try:
+            logits = self.runner.prefill(items)
+            results = sample(logits, self._rows(seqs))
+        except Exception as e:
+            self._fail(seqs, e)
+            return
+        for s, r in zip(seqs, results):
+            s.num_computed = len(s.tokens)
+            self._register_full_blocks(s)
+            self._accept(s, r)
+
+    def _run_decode(self, seqs: list[Sequence_]) -> None:
+        items = [DecodeItem(s.tokens[-1], len(s.tokens) - 1, s.blocks) for s in seqs]
+        try:
+            logits = self.runner.decode(items)
+            results = sample(logits.clone() if logits.is_cuda else logits, self._rows(seqs))
+        except Exception as e:
+            self._fail(seqs, e)
+            return
+        for s, r in zip(seqs, results):
+            s.num_computed = len(s.tokens)
+            self._register_full_blocks(s)
+            self._accept(s, r)
+
+    def _fail(self, seqs: list[Sequence_], e: Exception) -> None:
+        msg = f"{type(e).__name__}: {e}"
+        if isinstance(e, torch.cuda.OutOfMemoryError if hasattr(torch.cuda, "OutOfMemoryError") else MemoryError):
+            msg = "out of device memory: " + msg
+        log.error("step failed for %d sequences: %s", len(seqs), msg)
+        for s in seqs:
+            self._finish(s, FinishReason.ERROR, msg)
+
+    def _register_full_blocks(self, seq: Sequence_) -> None:
+        if not self.config.enable_prefix_caching:
+            return
+        full = seq.num_computed // self.block_size
+        if full > seq.registered:
+            hashes = self._seq_hashes(seq, full)
+            for i in range(seq.registered, full):
+                self.blocks.register(seq.blocks[i], hashes[i])
+            seq.registered = full
+
+    def _accept(self, seq: Sequence_, r: SampleResult) -> None:
+        o = seq.options
+        t = r.token
+        ev = self._event(seq)
+        finish: Optional[FinishReason] = None
+        if t in o.stop_token_ids or (not o.ignore_eos and t in o.eos_token_ids):
+            finish = FinishReason.STOP
+        else:
+            seq.tokens.append(t)
+            seq.output.append(t)
+            self.generated_tokens += 1
+            ev.token_ids.append(t)
+            if o.wants_logprobs:
+                ev.logprobs.append(r)
+            if o.max_tokens and len(seq.output) >= o.max_tokens:
+                finish = FinishReason.LENGTH
+            elif len(seq.tokens) >= self.max_model_len:
+                finish = FinishReason.LENGTH
+        if finish is not None:
+            ev.finish_reason = finish
+            self._release(seq)
+        self._pending.append((seq.sink, ev))
+
+    def _event(self, seq: Sequence_) -> Event:
+        ev = Event()
+        if not seq.first_sent:
+            seq.first_sent = True
+            ev.prompt_tokens = seq.prompt_len
+            ev.cached_prompt_tokens = seq.cached_prompt_tokens
+        return ev
+
+    def _release(self, seq: Sequence_) -> None:
+        if seq.status == SeqStatus.RUNNING:
+            self.running.remove(seq)
+        elif seq.status == SeqStatus.WAITING:
+            try:
+                self.waiting.remove(seq)
+            except ValueError:
+                pass
+        self.blocks.release(seq.blocks)
+        seq.blocks = []
+        seq.status = SeqStatus.FINISHED
+
+    def _finish(self, seq: Sequence_, reason: FinishReason, error: Optional[str] = None) -> None:
+        if seq.status == SeqStatus.FINISHED:
+            return
+        self._release(seq)
+        ev = self._event(seq)
+        ev.finish_reason = reason
+        ev.error = error
+        self._pending.append((seq.sink, ev))
+
+    def _flush(self) -> None:
+        if self._pending:
+            evs, self._pending = self._pending, []
+            self.dispatch(evs)
+
+    # ---- statistics --------------------------------------------------------------------------
+
+    def stats(self) -> dict[str, float]:
+        """Running, waiting, KV blocks, prefix hit rate, tokens."""
+        with self._cv:
+            inbox = len(self._inbox)
+        total = self.prompt_tokens_total
+        return {
+            "running": len(self.running),
+            "waiting": len(self.waiting) + inbox,
+            "kv_blocks_total": self.blocks.usable_blocks,
+            "kv_blocks_used": self.blocks.used,
+            "prefix_hit_rate": (self.cached_tokens_total / total) if total else 0.0,
+            "generated_tokens": self.generated_tokens,
+            "preemptions": self.preemptions,
+        }
+
+    # ---- synchronous helper (tests, fixtures, benchmarks) ---------------------------------------
+
+    def generate(self, prompts: Sequence[Sequence[int]], options: SamplingOptions | Sequence[SamplingOptions]) -> list[Output]:
+        """Runs prompts to completion on the calling thread (the loop thread must not be running)."""
+        if self._thread is not None:
+            raise RuntimeError("generate() is for an engine without its loop thread")
+        opts = [options] * len(prompts) if isinstance(options, SamplingOptions) else list(options)
+        outs = [Output([], None, [], 0, 0) for _ in prompts]
+
+        def sink_for(o: Output) -> Sink:
+            def sink(ev: Event) -> None:
+                o.token_ids.extend(ev.token_ids)
+                o.logprobs.extend(ev.logprobs)
+                if ev.prompt_tokens is not None:
+                    o.prompt_tokens = ev.prompt_tokens
+                    o.cached_prompt_tokens = ev.cached_prompt_tokens or 0
+                if ev.finish_reason is not None:
+                    o.finish_reason = ev.finish_reason
+                    o.error = ev.error
+
+            return sink
+
+        for i, (p, op) in enumerate(zip(prompts, opts)):
+            self.add(f"sync-{i}", p, op, sink_for(outs[i]))
+        while any(o.finish_reason is None for o in outs):
+            if not self.step() and not self.has_work():
+                break
+        return outs

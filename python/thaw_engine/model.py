@@ -1,0 +1,245 @@
+"""The Llama family (Llama 2/3, Mistral, Qwen2/2.5) as Hugging Face transformers defines it,
+running on a paged KV cache.
+
+Weights are used where they lie (views on the loaded memory); only a dtype change copies. The
+KV cache of a layer is two tensors [kv_heads, slots, head_dim]; slot = block * block_size + offset.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+
+from .config import ModelConfig
+from .rope import apply_rope, cos_sin_table
+
+_HAS_SDPA = hasattr(F, "scaled_dot_product_attention")
+
+
+class ModelError(ValueError):
+    """Weights that do not fit the config."""
+
+
+@dataclass
+class PrefillSeq:
+    """One sequence's part of a prefill batch."""
+
+    q_start: int  # first row of this sequence in the batch's tokens
+    q_len: int  # new tokens
+    ctx_len: int  # cached + new tokens (keys to attend to)
+    ctx_slots: torch.Tensor  # [ctx_len] int64 slot of every position
+
+
+@dataclass
+class AttnMeta:
+    """Where a forward pass writes and reads its keys and values."""
+
+    slot_mapping: torch.Tensor  # [T] int64: the slot each new token's K/V goes to
+    # decode (one new token per sequence)
+    block_tables: Optional[torch.Tensor] = None  # [B, nb] int64
+    context_lens: Optional[torch.Tensor] = None  # [B] int64, including the new token
+    # prefill
+    prefill: list[PrefillSeq] = field(default_factory=list)
+
+
+@dataclass
+class _Layer:
+    q: torch.Tensor
+    k: torch.Tensor
+    v: torch.Tensor
+    o: torch.Tensor
+    qb: Optional[torch.Tensor]
+    kb: Optional[torch.Tensor]
+    vb: Optional[torch.Tensor]
+    ob: Optional[torch.Tensor]
+    gate: torch.Tensor
+    up: torch.Tensor
+    down: torch.Tensor
+    gate_b: Optional[torch.Tensor]
+    up_b: Optional[torch.Tensor]
+    down_b: Optional[torch.Tensor]
+    in_norm: torch.Tensor
+    post_norm: torch.Tensor
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """LlamaRMSNorm: float32 statistics, weight applied in the input dtype."""
+    dtype = x.dtype
+    h = x.to(torch.float32)
+    var = h.pow(2).mean(-1, keepdim=True)
+    h = h * torch.rsqrt(var + eps)
+    return weight * h.to(dtype)
+
+
+class LlamaModel:
+    """Forward pass of a Llama-family decoder over a paged KV cache."""
+
+    def __init__(
+        self,
+        cfg: ModelConfig,
+        weights: dict[str, torch.Tensor],
+        dtype: torch.dtype,
+        device: torch.device,
+        max_len: int,
+    ) -> None:
+        self.cfg = cfg
+        self.dtype = dtype
+        self.device = device
+        self.converted_bytes = 0
+
+        def w(name: str, required: bool = True) -> Optional[torch.Tensor]:
+            t = weights.get(name)
+            if t is None:
+                if required:
+                    raise ModelError(f"weight {name} is missing")
+                return None
+            if t.device != device:
+                t = t.to(device)
+                self.converted_bytes += t.numel() * t.element_size()
+            if t.dtype != dtype:
+                t = t.to(dtype)
+                self.converted_bytes += t.numel() * t.element_size()
+            return t
+
+        self.embed = w("model.embed_tokens.weight")
+        assert self.embed is not None
+        if tuple(self.embed.shape) != (cfg.vocab_size, cfg.hidden_size):
+            raise ModelError(f"embed_tokens has shape {tuple(self.embed.shape)}, config says ({cfg.vocab_size}, {cfg.hidden_size})")
+        lm = w("lm_head.weight", required=not cfg.tie_word_embeddings)
+        self.lm_head = lm if lm is not None else self.embed
+        self.norm = w("model.norm.weight")
+        self.layers: list[_Layer] = []
+        q_out = cfg.num_heads * cfg.head_dim
+        kv_out = cfg.num_kv_heads * cfg.head_dim
+        for i in range(cfg.num_layers):
+            p = f"model.layers.{i}."
+            layer = _Layer(
+                q=w(p + "self_attn.q_proj.weight"),
+                k=w(p + "self_attn.k_proj.weight"),
+                v=w(p + "self_attn.v_proj.weight"),
+                o=w(p + "self_attn.o_proj.weight"),
+                qb=w(p + "self_attn.q_proj.bias", False),
+                kb=w(p + "self_attn.k_proj.bias", False),
+                vb=w(p + "self_attn.v_proj.bias", False),
+                ob=w(p + "self_attn.o_proj.bias", False),
+                gate=w(p + "mlp.gate_proj.weight"),
+                up=w(p + "mlp.up_proj.weight"),
+                down=w(p + "mlp.down_proj.weight"),
+                gate_b=w(p + "mlp.gate_proj.bias", False),
+                up_b=w(p + "mlp.up_proj.bias", False),
+                down_b=w(p + "mlp.down_proj.bias", False),
+                in_norm=w(p + "input_layernorm.weight"),
+                post_norm=w(p + "post_attention_layernorm.weight"),
+            )  # type: ignore[arg-type]
+            if tuple(layer.q.shape) != (q_out, cfg.hidden_size) or tuple(layer.k.shape) != (kv_out, cfg.hidden_size):
+                raise ModelError(f"layer {i}: attention weights do not match the config's heads")
+            self.layers.append(layer)
+        self.cos, self.sin = cos_sin_table(cfg, max_len, dtype, device)
+        self.scale = cfg.head_dim**-0.5
+        self.use_sdpa = _HAS_SDPA and device.type == "cuda"
+
+    # ---- attention -------------------------------------------------------------------------
+
+    def _decode_attention(
+        self, q: torch.Tensor, kc: torch.Tensor, vc: torch.Tensor, gather: torch.Tensor, valid: torch.Tensor
+    ) -> torch.Tensor:
+        cfg = self.cfg
+        b = q.shape[0]
+        kvh, g, hd = cfg.num_kv_heads, cfg.num_heads // cfg.num_kv_heads, cfg.head_dim
+        length = gather.shape[1]
+        flat = gather.reshape(-1)
+        k = kc.index_select(1, flat).view(kvh, b, length, hd)
+        v = vc.index_select(1, flat).view(kvh, b, length, hd)
+        qg = q.view(b, kvh, g, hd).transpose(0, 1)  # [kvh, b, g, hd]
+        scores = torch.matmul(qg, k.transpose(-1, -2)).float() * self.scale  # [kvh, b, g, L]
+        scores = scores.masked_fill(~valid[None, :, None, :], float("-inf"))
+        probs = torch.softmax(scores, dim=-1).to(q.dtype)
+        out = torch.matmul(probs, v)  # [kvh, b, g, hd]
+        return out.transpose(0, 1).reshape(b, cfg.num_heads * hd)
+
+    def _prefill_attention(self, q: torch.Tensor, kc: torch.Tensor, vc: torch.Tensor, seqs: list[PrefillSeq]) -> torch.Tensor:
+        cfg = self.cfg
+        kvh, g, hd = cfg.num_kv_heads, cfg.num_heads // cfg.num_kv_heads, cfg.head_dim
+        outs = []
+        for s in seqs:
+            n, c = s.q_len, s.ctx_len
+            qs = q[s.q_start : s.q_start + n]  # [n, H, hd]
+            k = kc.index_select(1, s.ctx_slots)  # [kvh, c, hd]
+            v = vc.index_select(1, s.ctx_slots)
+            if self.use_sdpa:
+                qh = qs.transpose(0, 1)[None]  # [1, H, n, hd]
+                kh = k[:, None].expand(kvh, g, c, hd).reshape(1, kvh * g, c, hd)
+                vh = v[:, None].expand(kvh, g, c, hd).reshape(1, kvh * g, c, hd)
+                if c == n:
+                    o = F.scaled_dot_product_attention(qh, kh, vh, is_causal=True)
+                else:
+                    mask = self._causal_mask(n, c, q.device)
+                    o = F.scaled_dot_product_attention(qh, kh, vh, attn_mask=mask)
+                outs.append(o[0].transpose(0, 1).reshape(n, cfg.num_heads * hd))
+            else:
+                qg = qs.view(n, kvh, g, hd).permute(1, 2, 0, 3)  # [kvh, g, n, hd]
+                scores = torch.matmul(qg, k[:, None].transpose(-1, -2)).float() * self.scale  # [kvh, g, n, c]
+                scores = scores.masked_fill(~self._causal_mask(n, c, q.device), float("-inf"))
+                probs = torch.softmax(scores, dim=-1).to(q.dtype)
+                o = torch.matmul(probs, v[:, None])  # [kvh, g, n, hd]
+                outs.append(o.permute(2, 0, 1, 3).reshape(n, cfg.num_heads * hd))
+        return outs[0] if len(outs) == 1 else torch.cat(outs, dim=0)
+
+    @staticmethod
+    def _causal_mask(n: int, c: int, device: torch.device) -> torch.Tensor:
+        """[n, c] bool: query i (position c-n+i) sees keys 0..c-n+i."""
+        qpos = torch.arange(c - n, c, device=device)[:, None]
+        kpos = torch.arange(c, device=device)[None, :]
+        return kpos <= qpos
+
+    # ---- forward ---------------------------------------------------------------------------
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        positions: torch.Tensor,
+        meta: AttnMeta,
+        kv: list[tuple[torch.Tensor, torch.Tensor]],
+        block_size: int,
+    ) -> torch.Tensor:
+        """Hidden states after the final norm, [T, hidden]."""
+        cfg = self.cfg
+        t = input_ids.shape[0]
+        x = F.embedding(input_ids, self.embed)
+        cos = self.cos.index_select(0, positions)
+        sin = self.sin.index_select(0, positions)
+        decode = meta.block_tables is not None
+        gather = valid = None
+        if decode:
+            assert meta.block_tables is not None and meta.context_lens is not None
+            bt = meta.block_tables
+            offs = torch.arange(block_size, device=bt.device, dtype=bt.dtype)
+            gather = (bt[:, :, None] * block_size + offs).reshape(bt.shape[0], -1)
+            valid = torch.arange(gather.shape[1], device=bt.device)[None, :] < meta.context_lens[:, None]
+        eps = cfg.rms_norm_eps
+        for layer, (kc, vc) in zip(self.layers, kv):
+            h = rms_norm(x, layer.in_norm, eps)
+            q = F.linear(h, layer.q, layer.qb).view(t, cfg.num_heads, cfg.head_dim)
+            k = F.linear(h, layer.k, layer.kb).view(t, cfg.num_kv_heads, cfg.head_dim)
+            v = F.linear(h, layer.v, layer.vb).view(t, cfg.num_kv_heads, cfg.head_dim)
+            q = apply_rope(q, cos, sin)
+            k = apply_rope(k, cos, sin)
+            kc.index_copy_(1, meta.slot_mapping, k.transpose(0, 1))
+            vc.index_copy_(1, meta.slot_mapping, v.transpose(0, 1))
+            if decode:
+                assert gather is not None and valid is not None
+                a = self._decode_attention(q, kc, vc, gather, valid)
+            else:
+                a = self._prefill_attention(q, kc, vc, meta.prefill)
+            x = x + F.linear(a, layer.o, layer.ob)
+            h = rms_norm(x, layer.post_norm, eps)
+            m = F.silu(F.linear(h, layer.gate, layer.gate_b)) * F.linear(h, layer.up, layer.up_b)
+            x = x + F.linear(m, layer.down, layer.down_b)
+        return rms_norm(x, self.norm, eps)
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Float32 logits of the given hidden rows."""
+        return F.linear(hidden, self.lm_head).float()

@@ -1,0 +1,306 @@
+"""The worker's state: one device, at most one model, device allocations exported to the agent."""
+
+from __future__ import annotations
+
+import gc
+import logging
+import os
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import torch
+
+from thaw.checkpoint.v1 import checkpoint_pb2
+
+from .config import ModelConfig, parse_config
+from .engine import Engine, EngineConfig
+from .model import LlamaModel
+from .runner import ModelRunner, PrefillItem
+from .sampling import SampleRow, SamplingOptions, sample
+from .weights import TORCH_DTYPES, LoadedWeights, LoadError, load_from_device, load_from_folder, load_from_host
+
+log = logging.getLogger("thaw_engine.worker")
+
+_DTYPES = {"bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16, "half": torch.float16, "float32": torch.float32, "fp32": torch.float32, "float": torch.float32}
+
+
+@dataclass
+class WorkerOptions:
+    """Command-line settings of the worker."""
+
+    device: str = "cpu"
+    block_size: int = 16
+    max_num_seqs: int = 64
+    max_num_batched_tokens: int = 8192
+    cuda_graphs: bool = True
+    graph_max_batch: int = 64
+    graph_max_context: int = 8192
+    enable_prefix_caching: bool = True
+    verify_checksums: bool = True
+    gpu_memory_utilization: float = 0.9
+    kv_cache_bytes: int = 0  # default when LoadWeights gives 0; 0 = automatic
+    cpu_kv_cache_bytes: int = 512 << 20
+
+
+@dataclass
+class LoadRequest:
+    """LoadWeights, decoded."""
+
+    index: checkpoint_pb2.CheckpointIndex
+    config_json: str
+    location: str  # "host" | "device" | "folder"
+    host_path: str = ""
+    host_offset: int = 0
+    host_length: int = 0
+    allocation_id: str = ""
+    folder: str = ""
+    chunk_offsets: list[int] = field(default_factory=list)
+    dtype: str = ""
+    max_model_len: int = 0
+    kv_cache_bytes: int = 0
+
+
+@dataclass
+class LoadedModel:
+    """A model ready to serve."""
+
+    ref: checkpoint_pb2.CheckpointRef
+    cfg: ModelConfig
+    weights: LoadedWeights
+    model: LlamaModel
+    runner: ModelRunner
+    engine: Engine
+    dtype: torch.dtype
+    seconds: float
+    allocation_id: str = ""
+
+
+class Worker:
+    """Device, allocations and the loaded model."""
+
+    def __init__(self, options: WorkerOptions) -> None:
+        self.options = options
+        self.device = torch.device(options.device)
+        self.allocations: dict[str, Any] = {}
+        self.loaded: Optional[LoadedModel] = None
+        self._lock = threading.Lock()
+
+    # ---- start -------------------------------------------------------------------------------
+
+    def warm_up(self) -> dict[str, Any]:
+        """Brings the device up (CUDA context, cuBLAS) so the first load pays none of it."""
+        t0 = time.perf_counter()
+        info: dict[str, Any] = {"device": str(self.device), "torch": torch.__version__}
+        if self.device.type == "cuda":
+            if not torch.cuda.is_available():
+                raise RuntimeError("CUDA was asked for but torch sees no CUDA device")
+            torch.cuda.set_device(self.device)
+            for dt in (torch.bfloat16, torch.float16, torch.float32):
+                a = torch.randn(64, 64, device=self.device, dtype=dt)
+                (a @ a).sum().item()
+            torch.cuda.synchronize(self.device)
+            info["gpu"] = torch.cuda.get_device_name(self.device)
+        else:
+            a = torch.randn(64, 64)
+            (a @ a).sum().item()
+        info["warm_up_seconds"] = round(time.perf_counter() - t0, 3)
+        return info
+
+    # ---- allocations -------------------------------------------------------------------------
+
+    def allocate(self, nbytes: int) -> Any:
+        """A device buffer of at least nbytes with an IPC handle (CUDA only)."""
+        if self.device.type != "cuda":
+            raise LoadError("AllocateWeights needs a CUDA device; this worker runs on CPU (use host memory)", "FAILED_PRECONDITION")
+        if nbytes <= 0:
+            raise LoadError("AllocateWeights needs a positive size")
+        from .cuda import CudaError, DeviceAllocation
+
+        free, _ = torch.cuda.mem_get_info(self.device)
+        if nbytes > free:
+            raise LoadError(f"{nbytes} bytes asked for, {free} free on {self.device}", "RESOURCE_EXHAUSTED")
+        try:
+            alloc = DeviceAllocation(uuid.uuid4().hex, nbytes, self.device)
+        except CudaError as e:
+            raise LoadError(str(e), "RESOURCE_EXHAUSTED" if "memory" in str(e) else "INTERNAL") from e
+        self.allocations[alloc.allocation_id] = alloc
+        log.info("allocated %d bytes on %s as %s", alloc.nbytes, self.device, alloc.allocation_id)
+        return alloc
+
+    # ---- load --------------------------------------------------------------------------------
+
+    def _compute_dtype(self, req: LoadRequest, index: checkpoint_pb2.CheckpointIndex) -> torch.dtype:
+        if req.dtype:
+            dt = _DTYPES.get(req.dtype.lower())
+            if dt is None:
+                raise LoadError(f"dtype {req.dtype!r} is not one of bfloat16, float16, float32")
+        else:
+            dt = torch.float32
+            for t in index.tensors:
+                if t.name == "model.embed_tokens.weight" and t.dtype in TORCH_DTYPES:
+                    dt = TORCH_DTYPES[t.dtype]
+                    break
+            if dt not in (torch.bfloat16, torch.float16, torch.float32):
+                dt = torch.float32
+        if self.device.type == "cpu" and dt == torch.float16:
+            log.warning("float16 matmul is not available on this CPU build: computing in float32")
+            dt = torch.float32
+        return dt
+
+    def _kv_bytes(self, req: LoadRequest, cfg: ModelConfig, dtype: torch.dtype, weights_bytes: int) -> int:
+        if req.kv_cache_bytes:
+            return req.kv_cache_bytes
+        if self.options.kv_cache_bytes:
+            return self.options.kv_cache_bytes
+        if self.device.type == "cuda":
+            free, total = torch.cuda.mem_get_info(self.device)
+            reserve = int(total * (1 - self.options.gpu_memory_utilization)) + (2 << 30)
+            return max(free - reserve, 64 << 20)
+        return self.options.cpu_kv_cache_bytes
+
+    def load(self, req: LoadRequest) -> LoadedModel:
+        """Builds the model on the weights the request points at; the caller starts the engine."""
+        with self._lock:
+            if self.loaded is not None:
+                raise LoadError("a model is already loaded; Unload it first", "FAILED_PRECONDITION")
+            t0 = time.perf_counter()
+            cfg = parse_config(req.config_json)
+            index = req.index
+            alloc_id = ""
+            if req.location == "host":
+                weights = load_from_host(index, req.host_path, req.host_offset, req.host_length, req.chunk_offsets, self.device)
+            elif req.location == "device":
+                alloc = self.allocations.get(req.allocation_id)
+                if alloc is None:
+                    raise LoadError(f"no allocation {req.allocation_id!r} (AllocateWeights first)", "NOT_FOUND")
+                weights = load_from_device(index, alloc, req.chunk_offsets)
+                alloc_id = alloc.allocation_id
+            elif req.location == "folder":
+                if not req.folder:
+                    raise LoadError("the checkpoint folder path is empty")
+                weights = load_from_folder(index if len(index.chunks) else None, req.folder, self.device, self.options.verify_checksums)
+                if not len(index.chunks):
+                    from .weights import read_index
+
+                    index = read_index(req.folder)
+            else:
+                raise LoadError("LoadWeights needs a memory location (host, device or folder)")
+            t_weights = time.perf_counter()
+            try:
+                dtype = self._compute_dtype(req, index)
+                elsize = torch.empty((), dtype=dtype).element_size()
+                kv_bytes = self._kv_bytes(req, cfg, dtype, weights.nbytes)
+                per_block = self.options.block_size * cfg.kv_bytes_per_token * elsize
+                num_blocks = max(2, kv_bytes // per_block)
+                limit = req.max_model_len or cfg.max_position_embeddings
+                if cfg.sliding_window:
+                    limit = min(limit, cfg.sliding_window)
+                max_len = min(limit, (num_blocks - 1) * self.options.block_size)
+                if max_len < 2:
+                    raise LoadError("the KV cache is too small for even one token", "RESOURCE_EXHAUSTED")
+                model = LlamaModel(cfg, weights.tensors, dtype, self.device, max_len)
+                if model.converted_bytes:
+                    log.warning("weights converted to %s: %d bytes copied", dtype, model.converted_bytes)
+                runner = ModelRunner(model, num_blocks, self.options.block_size, max_len)
+                self._warm(runner)
+                if self.device.type == "cuda" and self.options.cuda_graphs:
+                    runner.capture_graphs(
+                        min(self.options.graph_max_batch, self.options.max_num_seqs),
+                        max_context=self.options.graph_max_context,
+                    )
+                engine = Engine(
+                    runner,
+                    EngineConfig(self.options.max_num_seqs, self.options.max_num_batched_tokens, self.options.enable_prefix_caching),
+                    cfg.vocab_size,
+                    cfg.eos_token_ids,
+                )
+            except BaseException:
+                weights.release()
+                raise
+            seconds = time.perf_counter() - t0
+            self.loaded = LoadedModel(index.ref, cfg, weights, model, runner, engine, dtype, seconds, alloc_id)
+            log.info(
+                "loaded %s (%s, %s, %s) from %s: weights %.3f s, model+KV+graphs %.3f s; %d KV blocks of %d, max_model_len %d",
+                index.ref.model_id or "model",
+                cfg.architecture,
+                dtype,
+                self.device,
+                weights.source,
+                t_weights - t0,
+                seconds - (t_weights - t0),
+                num_blocks - 1,
+                self.options.block_size,
+                max_len,
+            )
+            return self.loaded
+
+    @torch.no_grad()
+    def _warm(self, runner: ModelRunner) -> None:
+        """One dummy prefill and sample (into the null block) so that no kernel loads on the first request."""
+        bs = runner.block_size
+        logits = runner.prefill([PrefillItem([0] * bs, 0, [0])])
+        logits = torch.cat([logits, runner.prefill([PrefillItem([0], bs - 1, [0])])])
+        rows = [
+            SampleRow(SamplingOptions(temperature=0.0, logprobs=True, top_logprobs=2), 0, 0, [0], []),
+            SampleRow(SamplingOptions(top_p=0.9, top_k=5, min_p=0.01, repetition_penalty=1.1, presence_penalty=0.1), 1, 0, [0], [0]),
+        ]
+        sample(logits, rows)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    # ---- unload -------------------------------------------------------------------------------
+
+    def unload(self) -> int:
+        """Drops the model, its KV cache and every device allocation; bytes released."""
+        with self._lock:
+            freed = 0
+            lm = self.loaded
+            self.loaded = None
+            if lm is not None:
+                lm.engine.stop(abort_all=True)
+                freed += lm.runner.kv_bytes + lm.model.converted_bytes
+                if lm.weights.source != "device":
+                    freed += lm.weights.nbytes
+                lm.runner.release()
+                lm.weights.release()
+                del lm
+                gc.collect()
+            for aid in list(self.allocations):
+                alloc = self.allocations.pop(aid)
+                freed += alloc.nbytes
+                alloc.free()
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+                torch.cuda.empty_cache()
+            return freed
+
+    def shutdown(self) -> None:
+        """Unloads and frees everything (SIGTERM)."""
+        try:
+            self.unload()
+        except Exception:
+            log.exception("unload at shutdown failed")
+
+    # ---- statistics -------------------------------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        """GetStats' figures."""
+        out: dict[str, Any] = {"device": str(self.device), "pid": os.getpid()}
+        lm = self.loaded
+        if lm is not None:
+            out.update(lm.engine.stats())
+            out["ref"] = lm.ref
+        if self.device.type == "cuda":
+            raw = sum(a.nbytes for a in self.allocations.values())
+            out["device_memory_used"] = torch.cuda.memory_reserved(self.device) + raw
+            out["device_memory_total"] = torch.cuda.get_device_properties(self.device).total_memory
+        else:
+            used = 0
+            if lm is not None:
+                used = lm.runner.kv_bytes + lm.model.converted_bytes
+            out["device_memory_used"] = used
+            out["device_memory_total"] = 0
+        return out
