@@ -1,6 +1,7 @@
 // One checkpoint being written into an object store: files go under a fresh generation, the
 // index goes last and flips the checkpoint to it (see object-layout.ts). Until publish nothing
 // is visible; abort stops the uploads, aborts part uploads and deletes what arrived.
+import { checkFileName } from "../checkpoint/model-key.js";
 import type { ObjectBackend } from "./object-backend.js";
 import { ObjectFileWriter } from "./object-file-writer.js";
 import { GENERATION_METADATA, type ObjectLayout } from "./object-layout.js";
@@ -35,9 +36,8 @@ export class ObjectCheckpointWrite implements CheckpointWrite {
 
   async create(name: string): Promise<StoreObjectWriter> {
     this.assertWriting(`create ${name}`);
-    if (name === "" || name === "." || name === ".." || name.includes("/") || name.includes("\\") || name === INDEX_FILE) {
-      throw new Error(`${this.ctx.backend.location}: bad file name ${JSON.stringify(name)} in ${this.modelKey}`);
-    }
+    checkFileName(name);
+    if (name === INDEX_FILE) throw new Error(`${this.ctx.backend.location}: ${INDEX_FILE} is written by publish, not create`);
     if (this.writers.has(name)) throw new Error(`${this.ctx.backend.location}: ${this.modelKey}/${name} was already created`);
     const key = this.ctx.layout.fileKey(this.modelKey, this.generation, name);
     const writer = new ObjectFileWriter(this.ctx.backend, key, this.ctx.transfer, this.controller.signal);

@@ -1,6 +1,7 @@
 // A CheckpointStore over an object service (S3, Azure Blob). The layout and the publish protocol
 // are in object-layout.ts; this class adds generation lookup for readers, ranged and parallel
 // reads, listing and deletion. Backends supply the raw object operations.
+import { checkFileName, checkModelKey } from "../checkpoint/model-key.js";
 import type { ObjectBackend, ObjectHead } from "./object-backend.js";
 import { ObjectCheckpointWrite } from "./object-checkpoint-write.js";
 import { ObjectLayout } from "./object-layout.js";
@@ -61,6 +62,7 @@ export class ObjectStore implements CheckpointStore {
   }
 
   async stat(modelKey: string, name: string): Promise<StoredObjectInfo | undefined> {
+    checkNames(modelKey, name);
     if (name === INDEX_FILE) {
       const head = await this.headIndex(modelKey);
       return head && { size: head.size };
@@ -75,6 +77,7 @@ export class ObjectStore implements CheckpointStore {
   }
 
   async read(modelKey: string, name: string): Promise<Uint8Array> {
+    checkNames(modelKey, name);
     if (name === INDEX_FILE) {
       const head = await this.headIndex(modelKey);
       if (head === undefined) throw this.missingCheckpoint(modelKey);
@@ -95,6 +98,7 @@ export class ObjectStore implements CheckpointStore {
   async *readRange(modelKey: string, name: string, offset: number, length?: number, signal?: AbortSignal): AsyncIterable<Uint8Array> {
     if (!Number.isSafeInteger(offset) || offset < 0) throw new RangeError(`offset must be a non-negative integer, got ${offset}`);
     if (length !== undefined && (!Number.isSafeInteger(length) || length < 0)) throw new RangeError(`length must be a non-negative integer, got ${length}`);
+    checkNames(modelKey, name);
     let key = "";
     const head =
       name === INDEX_FILE
@@ -105,14 +109,13 @@ export class ObjectStore implements CheckpointStore {
           });
     if (name === INDEX_FILE) key = this.layout.indexKey(modelKey);
     if (head === undefined) throw name === INDEX_FILE ? this.missingCheckpoint(modelKey) : this.missingFile(modelKey, name);
-    const end = length === undefined ? head.size : offset + length;
-    if (offset > head.size || end > head.size) {
-      throw new RangeError(`${this.location}: range [${offset}, ${end}) is outside ${modelKey}/${name} (${head.size} bytes)`);
-    }
+    // As on disk: a range past the end yields what there is.
+    const end = Math.min(head.size, length === undefined ? head.size : offset + length);
     yield* readObjectRange(this.backend, key, offset, end, this.transfer, signal);
   }
 
   async beginWrite(modelKey: string): Promise<CheckpointWrite> {
+    checkModelKey(modelKey);
     await this.headIndex(modelKey); // fails early on a missing bucket or rejected credentials
     return new ObjectCheckpointWrite(
       {
@@ -128,6 +131,7 @@ export class ObjectStore implements CheckpointStore {
   }
 
   async delete(modelKey: string): Promise<number> {
+    checkModelKey(modelKey);
     const indexKey = this.layout.indexKey(modelKey);
     const index = await this.headIndex(modelKey);
     this.generations.delete(modelKey);
@@ -192,4 +196,10 @@ export class ObjectStore implements CheckpointStore {
   private retry<T>(operation: () => Promise<T>, signal?: AbortSignal): Promise<T> {
     return withRetry(operation, this.transfer, signal);
   }
+}
+
+/** Model keys and file names become object keys: only what the checkpoint module allows. */
+function checkNames(modelKey: string, name: string): void {
+  checkModelKey(modelKey);
+  checkFileName(name);
 }
