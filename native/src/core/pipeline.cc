@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <thread>
 
@@ -43,6 +44,13 @@ double ResidentFraction(int fd, uint64_t offset, uint64_t length) {
   return fraction;
 }
 
+// THAW_NO_DIRECT_IO=1 makes every O_DIRECT open count as refused: tests of the buffered
+// fallback on kernels whose tmpfs takes O_DIRECT, and an escape hatch for odd file systems.
+bool DirectIoRefused() {
+  const char* v = std::getenv("THAW_NO_DIRECT_IO");
+  return v != nullptr && v[0] == '1';
+}
+
 }  // namespace
 
 Pipeline::Pipeline(std::shared_ptr<Pool> pool, std::shared_ptr<DeviceBuffer> device,
@@ -69,12 +77,17 @@ PipelineProgress Pipeline::Progress() const {
   return p;
 }
 
+void Pipeline::Cancel() {
+  cancelled_.store(true, std::memory_order_relaxed);
+  if (Copier* c = copier_ptr_.load(std::memory_order_acquire)) c->Cancel();
+}
+
 void Pipeline::Fail(Status s) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (error_.ok()) error_ = std::move(s);
   }
-  cancelled_.store(true, std::memory_order_relaxed);
+  Cancel();
 }
 
 Status Pipeline::Validate() {
@@ -143,9 +156,10 @@ Status Pipeline::OpenFiles() {
         ResidentFraction(c.fd_buffered, p.file_offset, p.length) >= 0.5) {
       continue;  // mostly in the page cache: copying from it beats going to the disk
     }
-    c.fd_direct = open(p.path.c_str(), O_RDONLY | O_CLOEXEC | O_DIRECT);
+    c.fd_direct = DirectIoRefused() ? -1 : open(p.path.c_str(), O_RDONLY | O_CLOEXEC | O_DIRECT);
     if (c.fd_direct >= 0) c.outcome.io = "direct";
-    // EINVAL: the file system takes no O_DIRECT (tmpfs); the buffered descriptor serves.
+    // EINVAL: the file system takes no O_DIRECT (tmpfs before Linux 6.6, some FUSE and network
+    // file systems); the buffered descriptor serves.
   }
   return Status::Ok();
 }

@@ -80,7 +80,8 @@ class Pipeline {
   // Blocks until every chunk is in place, or the first failure or cancellation; in every case
   // no thread and no copy is left running when it returns.
   Status Run(PipelineResult* result);
-  void Cancel() { cancelled_.store(true, std::memory_order_relaxed); }
+  // Stops reading and drops copies not yet issued; Run returns once those in flight finish.
+  void Cancel();
   PipelineProgress Progress() const;
 
  private:
