@@ -54,7 +54,7 @@ export class AzureBackend implements ObjectBackend {
       return {
         objectSize: total !== undefined ? Number(total) : start + (res.contentLength ?? 0),
         metadata: lowerKeys(res.metadata),
-        chunks: res.readableStreamBody as AsyncIterable<Uint8Array>,
+        chunks: relabelDrops(res.readableStreamBody as AsyncIterable<Uint8Array>, signal),
       };
     } catch (error) {
       throw this.translate(error, key);
@@ -175,6 +175,20 @@ export class AzureBackend implements ObjectBackend {
       });
     }
     return error;
+  }
+}
+
+/**
+ * The SDK's download stream reports a dropped connection as AbortError ("aborted" from Node) and an
+ * early end as "Data corruption failure": both are transient here, unless the caller aborted.
+ */
+async function* relabelDrops(chunks: AsyncIterable<Uint8Array>, signal?: AbortSignal): AsyncGenerator<Uint8Array> {
+  try {
+    yield* chunks;
+  } catch (error) {
+    const dropped = error instanceof Error && (error.name === "AbortError" || /received less data than required/i.test(error.message));
+    if (!dropped || signal?.aborted) throw error;
+    throw Object.assign(new Error(`connection dropped during a download (${error.message})`, { cause: error }), { code: "ECONNRESET" });
   }
 }
 

@@ -13,6 +13,7 @@ export class ObjectFileWriter implements StoreObjectWriter {
   private upload?: Promise<PartUpload>;
   private readonly inFlight = new Set<Promise<void>>();
   private failure?: unknown;
+  private tail: Promise<void> = Promise.resolve();
   private state: "open" | "closing" | "closed" | "aborted" = "open";
   /** Bytes accepted so far. */
   size = 0;
@@ -34,7 +35,22 @@ export class ObjectFileWriter implements StoreObjectWriter {
     return this.state === "closed";
   }
 
-  async write(data: Uint8Array): Promise<void> {
+  /** Writes may be called without awaiting the previous one: they run one after another, in call order. */
+  write(data: Uint8Array): Promise<void> {
+    return this.serially(() => this.append(data));
+  }
+
+  close(): Promise<void> {
+    return this.serially(() => this.finish());
+  }
+
+  private serially(step: () => Promise<void>): Promise<void> {
+    const run = this.tail.then(step);
+    this.tail = run.catch(() => {});
+    return run;
+  }
+
+  private async append(data: Uint8Array): Promise<void> {
     this.assertUsable("write");
     let offset = 0;
     while (offset < data.byteLength) {
@@ -48,7 +64,7 @@ export class ObjectFileWriter implements StoreObjectWriter {
     }
   }
 
-  async close(): Promise<void> {
+  private async finish(): Promise<void> {
     this.assertUsable("close");
     this.state = "closing";
     try {
