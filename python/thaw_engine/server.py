@@ -50,8 +50,9 @@ async def serve(socket_path: str, options: WorkerOptions, grace_seconds: float =
     sys.stdout.flush()
     await stop.wait()
     log.info("shutting down")
-    await server.stop(grace_seconds)
+    # the engine first: open Generate streams end with FINISH_REASON_ABORT instead of waiting out the grace
     await asyncio.to_thread(worker.shutdown)
+    await server.stop(grace_seconds)
     try:
         os.unlink(socket_path)
     except FileNotFoundError:

@@ -1,0 +1,122 @@
+"""Shared fixtures: the tiny models (from `thaw make-tiny-model`), their thaw checkpoints, engines."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+from typing import Callable, Iterator
+
+import pytest
+import torch
+
+HERE = Path(__file__).resolve().parent
+PYTHON_DIR = HERE.parent
+REPO = PYTHON_DIR.parent
+for p in (str(PYTHON_DIR), str(PYTHON_DIR / "gen")):
+    if p not in sys.path:
+        sys.path.insert(0, p)
+
+from thaw_engine.checkpoint_writer import convert_hf_folder  # noqa: E402
+from thaw_engine.weights import read_index  # noqa: E402
+from thaw_engine.worker import LoadedModel, LoadRequest, Worker, WorkerOptions  # noqa: E402
+
+ARCHS = ("llama", "mistral", "qwen2")
+FIXTURES = HERE / "fixtures"
+
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+def _thaw_cli() -> list[str] | None:
+    node = shutil.which("node")
+    cli = REPO / "src" / "cli" / "thaw.js"
+    if node is None or not cli.exists():
+        return None
+    return [node, str(cli)]
+
+
+def _cli_has(command: str) -> bool:
+    cli = _thaw_cli()
+    if cli is None:
+        return False
+    commands = REPO / "src" / "cli" / "commands.ts"
+    return commands.exists() and f'"{command}"' in commands.read_text(encoding="utf-8")
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """arch → Hugging Face folder of the tiny model. THAW_TINY_MODELS=<dir with llama/ mistral/ qwen2/>
+    uses folders made elsewhere (the GPU machine has no Node.js); else `thaw make-tiny-model` runs."""
+    given = os.environ.get("THAW_TINY_MODELS")
+    if given:
+        return {a: Path(given) / a for a in ARCHS}
+    cli = _thaw_cli()
+    if cli is None:
+        pytest.skip("node and src/cli/thaw.js are needed to make the tiny models")
+    root = tmp_path_factory.mktemp("tiny")
+    out = {}
+    for arch in ARCHS:
+        subprocess.run([*cli, "make-tiny-model", str(root / arch), "--arch", arch], check=True, cwd=REPO, capture_output=True)
+        out[arch] = root / arch
+    return out
+
+
+def _find_index(store: Path) -> Path:
+    for idx in store.rglob("model.idx"):
+        return idx.parent
+    raise FileNotFoundError(f"no model.idx under {store}")
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoints(tiny_models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """arch → thaw checkpoint folder: THAW_TINY_CHECKPOINTS, else `thaw convert` when the CLI has it,
+    else the Python writer in thaw_engine.checkpoint_writer."""
+    given = os.environ.get("THAW_TINY_CHECKPOINTS")
+    if given:
+        return {a: Path(given) / a for a in ARCHS}
+    root = tmp_path_factory.mktemp("ckpt")
+    out = {}
+    for arch, src in tiny_models.items():
+        if _cli_has("convert") and not os.environ.get("THAW_PY_CONVERT"):
+            store = root / f"store-{arch}"
+            cli = _thaw_cli()
+            assert cli is not None
+            run = subprocess.run([*cli, "convert", str(src), "--store", str(store)], cwd=REPO, capture_output=True, text=True)
+            if run.returncode == 0:
+                out[arch] = _find_index(store)
+                continue
+            warnings.warn(f"`thaw convert` failed ({run.stderr.strip()[-300:]}); using the Python checkpoint writer")
+        convert_hf_folder(str(src), str(root / arch))
+        out[arch] = root / arch
+    return out
+
+
+LoadFn = Callable[..., LoadedModel]
+
+
+@pytest.fixture
+def load_model() -> Iterator[LoadFn]:
+    """Loads a checkpoint folder into a fresh CPU worker; unloaded after the test."""
+    workers: list[Worker] = []
+
+    def load(folder: Path, device: str = "cpu", kv_bytes: int = 8 << 20, dtype: str = "", **opts: object) -> LoadedModel:
+        w = Worker(WorkerOptions(device=device, **opts))  # type: ignore[arg-type]
+        workers.append(w)
+        index = read_index(str(folder))
+        config = (folder / "config.json").read_text(encoding="utf-8")
+        return w.load(LoadRequest(index=index, config_json=config, location="folder", folder=str(folder), kv_cache_bytes=kv_bytes, dtype=dtype))
+
+    yield load
+    for w in workers:
+        w.shutdown()
+
+
+def load_fixture(arch: str) -> dict:
+    path = Path(os.environ.get("THAW_FIXTURES_DIR", FIXTURES)) / f"hf-{arch}.json"
+    if not path.exists():
+        pytest.skip(f"{path.name} not generated yet (python/tests/make_fixtures.py on the GPU machine)")
+    return json.loads(path.read_text(encoding="utf-8"))
