@@ -19,6 +19,9 @@ const CREDENTIAL_ERRORS = new Set([
   "AccountIsDisabled",
 ]);
 
+/** Socket errors that mean the endpoint cannot be reached at all. */
+const UNREACHABLE_CODES = new Set(["ECONNREFUSED", "ENOTFOUND", "EHOSTUNREACH", "ENETUNREACH", "EAI_AGAIN"]);
+
 const CREDENTIAL_HINT =
   "check AZURE_STORAGE_CONNECTION_STRING, or AZURE_STORAGE_ACCOUNT with AZURE_STORAGE_KEY, or the SAS token (AZURE_STORAGE_SAS_TOKEN or the URL's query), and that it may read and write this container";
 
@@ -169,10 +172,14 @@ export class AzureBackend implements ObjectBackend {
         cause: error,
       });
     }
-    if (code === "ENOTFOUND") {
-      return new StoreAccessError(this.location, `cannot resolve the account's host (${firstLine(error)})`, "check the account name", {
-        cause: error,
-      });
+    if (UNREACHABLE_CODES.has(code)) {
+      // Still transient (retry.ts looks at the cause): the message is for the last failure.
+      return new StoreAccessError(
+        this.location,
+        `cannot reach ${this.container.url.replace(/\?.*$/, "")} (${firstLine(error)})`,
+        "check the account name or BlobEndpoint, the network, and that the service is running",
+        { cause: error },
+      );
     }
     return error;
   }

@@ -30,6 +30,9 @@ const CREDENTIAL_ERRORS = new Set([
   "Forbidden",
 ]);
 
+/** Socket errors that mean the endpoint cannot be reached at all. */
+const UNREACHABLE_CODES = new Set(["ECONNREFUSED", "ENOTFOUND", "EHOSTUNREACH", "ENETUNREACH", "EAI_AGAIN"]);
+
 const CREDENTIAL_HINT =
   "check the credentials (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN, or AWS_PROFILE and ~/.aws) and that they may read and write this bucket";
 
@@ -245,6 +248,16 @@ export class S3Backend implements ObjectBackend {
         this.location,
         `the bucket is in another region than ${this.where.region ?? "the configured one"} (${name})`,
         "set AWS_REGION to the bucket's region",
+        { cause: error },
+      );
+    }
+    const code = (error as { code?: unknown } | undefined)?.code;
+    if (typeof code === "string" && UNREACHABLE_CODES.has(code)) {
+      // Still transient (retry.ts looks at the cause): the message is for the last failure.
+      return new StoreAccessError(
+        this.location,
+        `cannot reach ${this.where.endpoint ?? "S3"} (${messageOf(error)})`,
+        "check the endpoint (THAW_S3_ENDPOINT / AWS_ENDPOINT_URL), the network, and that the server is running",
         { cause: error },
       );
     }
