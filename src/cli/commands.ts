@@ -9,5 +9,7 @@ interface Command {
 }
 
 export const commands = new Map<string, Command>([
+  ["convert", { summary: "convert a Hugging Face model (Hub id or folder) into the checkpoint store", load: async () => (await import("./convert-command.js")).main }],
+  ["converter", { summary: "run the ConverterService", load: async () => (await import("./converter-command.js")).main }],
   ["make-tiny-model", { summary: "write the deterministic tiny test model in Hugging Face layout", load: async () => (await import("./make-tiny-model-command.js")).main }],
 ]);

@@ -59,6 +59,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   });
 
   const listener = net.createServer((socket) => {
+    socket.setNoDelay(true); // small frames (headers, tokens) must not wait for Nagle
     sockets.add(socket);
     socket.once("close", () => sockets.delete(socket));
     dispatch(socket, h1, h2);
@@ -127,7 +128,10 @@ function replaying(head: Buffer, socket: net.Socket): Duplex {
       socket.resume();
     },
     write(chunk, _encoding, callback) {
-      socket.write(chunk, callback);
+      // Accept the next write at once unless the kernel buffer is full (waiting for each flush
+      // would serialise HTTP/2's many small frames).
+      if (socket.write(chunk)) callback();
+      else socket.once("drain", () => callback());
     },
     final(callback) {
       socket.end(callback);

@@ -1,0 +1,41 @@
+// thaw converter: runs the ConverterService until SIGINT/SIGTERM.
+import { parseArgs } from "node:util";
+import { DEFAULT_HOST, DEFAULT_STORE, INTERNAL_TOKEN, PORTS } from "../shared/defaults.js";
+import { startServer } from "../shared/server.js";
+import { requireToken } from "../shared/auth.js";
+import { openStore } from "../store/open-store.js";
+import converterRoutes from "../converter/routes.js";
+import { untilSignal } from "./until-signal.js";
+
+const USAGE = `usage: thaw converter [--host H] [--port P] [--store DIR-or-URL] [--allow-local DIR]...
+
+Serves thaw.converter.v1.ConverterService (gRPC, Connect, gRPC-Web on one port).
+  --host         interface to bind (default ${DEFAULT_HOST}; THAW_HOST)
+  --port         port (default ${PORTS.converter})
+  --store        checkpoint store: folder, s3://bucket/prefix or az://container/prefix (default ${DEFAULT_STORE}; THAW_STORE)
+  --allow-local  folder that Convert requests may read local models from (repeatable; default: none)
+Environment: HF_ENDPOINT, HF_TOKEN for the Hub; THAW_INTERNAL_TOKEN to require a token on every call.`;
+
+export async function main(args: string[]): Promise<void> {
+  const { values } = parseArgs({
+    args,
+    options: {
+      host: { type: "string", default: DEFAULT_HOST },
+      port: { type: "string", default: String(PORTS.converter) },
+      store: { type: "string", default: DEFAULT_STORE },
+      "allow-local": { type: "string", multiple: true, default: [] },
+      help: { type: "boolean", short: "h" },
+    },
+  });
+  if (values.help) return void process.stdout.write(USAGE + "\n");
+  const store = await openStore(values.store);
+  const server = await startServer({
+    routes: converterRoutes({ store, localRoots: values["allow-local"] }),
+    host: values.host,
+    port: Number(values.port),
+    interceptors: INTERNAL_TOKEN ? [requireToken(INTERNAL_TOKEN)] : [],
+  });
+  process.stderr.write(`thaw converter: serving on ${server.url} (store ${store.location})\n`);
+  await untilSignal();
+  await server.close();
+}
