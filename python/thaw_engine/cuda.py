@@ -103,6 +103,7 @@ class _CudaArray:
             "shape": (nbytes,),
             "typestr": "|u1",
             "data": (ptr, False),
+            "strides": None,
             "version": 2,
         }
 

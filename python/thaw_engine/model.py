@@ -17,6 +17,7 @@ from .config import ModelConfig
 from .rope import apply_rope, cos_sin_table
 
 _HAS_SDPA = hasattr(F, "scaled_dot_product_attention")
+_HAS_RMS_NORM = hasattr(F, "rms_norm")
 
 
 class ModelError(ValueError):
@@ -72,6 +73,11 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     var = h.pow(2).mean(-1, keepdim=True)
     h = h * torch.rsqrt(var + eps)
     return weight * h.to(dtype)
+
+
+def rope_fast(x: torch.Tensor, cos: torch.Tensor, sin_signed: torch.Tensor) -> torch.Tensor:
+    """apply_rope in three kernels: x*cos + roll(x)*[-sin, sin] (the same products, fused add)."""
+    return torch.addcmul(x * cos[:, None, :], torch.roll(x, x.shape[-1] // 2, dims=-1), sin_signed[:, None, :])
 
 
 class LlamaModel:
@@ -138,8 +144,18 @@ class LlamaModel:
                 raise ModelError(f"layer {i}: attention weights do not match the config's heads")
             self.layers.append(layer)
         self.cos, self.sin = cos_sin_table(cfg, max_len, dtype, device)
+        half = cfg.head_dim // 2
+        self.sin_signed = torch.cat((-self.sin[:, :half], self.sin[:, half:]), dim=-1)
         self.scale = cfg.head_dim**-0.5
         self.use_sdpa = _HAS_SDPA and device.type == "cuda"
+        #: fewer kernels per layer (fused RMSNorm, 3-kernel rotary); on by default on CUDA, where
+        #: launches dominate a decode step. Off, the arithmetic follows transformers op for op.
+        self.fast = device.type == "cuda"
+
+    def _norm(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        if self.fast and _HAS_RMS_NORM:
+            return F.rms_norm(x, (x.shape[-1],), w, self.cfg.rms_norm_eps)
+        return rms_norm(x, w, self.cfg.rms_norm_eps)
 
     # ---- attention -------------------------------------------------------------------------
 
@@ -210,7 +226,8 @@ class LlamaModel:
         t = input_ids.shape[0]
         x = F.embedding(input_ids, self.embed)
         cos = self.cos.index_select(0, positions)
-        sin = self.sin.index_select(0, positions)
+        sin = (self.sin_signed if self.fast else self.sin).index_select(0, positions)
+        rope = rope_fast if self.fast else apply_rope
         decode = meta.block_tables is not None
         gather = valid = None
         if decode:
@@ -219,14 +236,13 @@ class LlamaModel:
             offs = torch.arange(block_size, device=bt.device, dtype=bt.dtype)
             gather = (bt[:, :, None] * block_size + offs).reshape(bt.shape[0], -1)
             valid = torch.arange(gather.shape[1], device=bt.device)[None, :] < meta.context_lens[:, None]
-        eps = cfg.rms_norm_eps
         for layer, (kc, vc) in zip(self.layers, kv):
-            h = rms_norm(x, layer.in_norm, eps)
+            h = self._norm(x, layer.in_norm)
             q = F.linear(h, layer.q, layer.qb).view(t, cfg.num_heads, cfg.head_dim)
             k = F.linear(h, layer.k, layer.kb).view(t, cfg.num_kv_heads, cfg.head_dim)
             v = F.linear(h, layer.v, layer.vb).view(t, cfg.num_kv_heads, cfg.head_dim)
-            q = apply_rope(q, cos, sin)
-            k = apply_rope(k, cos, sin)
+            q = rope(q, cos, sin)
+            k = rope(k, cos, sin)
             kc.index_copy_(1, meta.slot_mapping, k.transpose(0, 1))
             vc.index_copy_(1, meta.slot_mapping, v.transpose(0, 1))
             if decode:
@@ -235,10 +251,10 @@ class LlamaModel:
             else:
                 a = self._prefill_attention(q, kc, vc, meta.prefill)
             x = x + F.linear(a, layer.o, layer.ob)
-            h = rms_norm(x, layer.post_norm, eps)
+            h = self._norm(x, layer.post_norm)
             m = F.silu(F.linear(h, layer.gate, layer.gate_b)) * F.linear(h, layer.up, layer.up_b)
             x = x + F.linear(m, layer.down, layer.down_b)
-        return rms_norm(x, self.norm, eps)
+        return self._norm(x, self.norm)
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Float32 logits of the given hidden rows."""

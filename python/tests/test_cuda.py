@@ -1,0 +1,137 @@
+"""CUDA paths (skipped without a GPU): CUDA IPC allocations filled by another process, host memory
+copied to the GPU, CUDA graphs, and agreement with the CPU engine and with transformers."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import ARCHS, PYTHON_DIR, load_fixture
+from thaw_engine.runner import DecodeItem
+from thaw_engine.sampling import SamplingOptions
+from thaw_engine.weights import read_index
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+GREEDY = SamplingOptions(temperature=0.0, max_tokens=24, ignore_eos=True)
+PROMPTS = [[256, 72, 101, 108, 108, 111], [256] + list(range(30, 90)), [256] + [(i * 37) % 256 for i in range(300)]]
+
+
+def test_cuda_float32_matches_cpu_and_graphs_match_eager(tiny_checkpoints, load_model):
+    torch.backends.cuda.matmul.allow_tf32 = False
+    folder = tiny_checkpoints["llama"]
+    cpu = [o.token_ids for o in load_model(folder).engine.generate(PROMPTS, GREEDY)]
+    graphs = load_model(folder, device="cuda:0", dtype="float32")
+    assert graphs.runner.graphs, "no CUDA graphs captured"
+    assert [o.token_ids for o in graphs.engine.generate(PROMPTS, GREEDY)] == cpu
+    eager = load_model(folder, device="cuda:0", dtype="float32", cuda_graphs=False)
+    assert [o.token_ids for o in eager.engine.generate(PROMPTS, GREEDY)] == cpu
+
+
+def test_padded_graph_rows_do_not_disturb_real_rows(tiny_checkpoints, load_model):
+    lm = load_model(tiny_checkpoints["llama"], device="cuda:0", dtype="float32")
+    eng = lm.engine
+    blocks = eng.blocks.allocate(4)
+    items = [DecodeItem(5, 17, blocks[:2]), DecodeItem(9, 40, blocks[:3])]
+    a = lm.runner.decode(items).clone()
+    g = lm.runner._pick_graph(2, 3)
+    assert g is not None and g.batch >= 2
+    lm.runner.graphs.clear()
+    b = lm.runner.decode(items)
+    assert torch.allclose(a, b, atol=1e-4)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_cuda_bfloat16_against_transformers(arch, tiny_checkpoints, load_model):
+    fx = load_fixture(arch)
+    if "cuda_bfloat16" not in fx:
+        pytest.skip("fixtures have no CUDA bfloat16 reference")
+    lm = load_model(tiny_checkpoints[arch], device="cuda:0", dtype="bfloat16", kv_bytes=64 << 20)
+    outs = lm.engine.generate(fx["prompts"], SamplingOptions(temperature=0.0, max_tokens=fx["new_tokens"], ignore_eos=True))
+    agree = total = 0
+    for out, ref in zip(outs, fx["cuda_bfloat16"]):
+        for a, b in zip(out.token_ids, ref["tokens"]):
+            total += 1
+            agree += a == b
+            if a != b:
+                break  # after a divergence the continuations differ by construction
+    report = Path(os.environ.get("THAW_REPORT_DIR", "/tmp")) / f"bf16-agreement-{arch}.json"
+    report.write_text(json.dumps({"arch": arch, "agree_until_divergence": agree, "compared": total}))
+    assert outs[0].token_ids[:4] == fx["cuda_bfloat16"][0]["tokens"][:4]
+
+
+def _worker(tmp: Path) -> tuple[subprocess.Popen, str]:
+    sock = str(tmp / "w.sock")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(PYTHON_DIR), str(PYTHON_DIR / "gen")])}
+    proc = subprocess.Popen([sys.executable, "-m", "thaw_engine", "--socket", sock, "--device", "cuda:0"], stdout=subprocess.PIPE, env=env, text=True)
+    assert json.loads(proc.stdout.readline())["event"] == "ready"
+    return proc, sock
+
+
+def test_ipc_allocation_filled_by_another_process(tiny_checkpoints, load_model, tmp_path):
+    import grpc
+
+    from thaw.engine.v1 import engine_pb2, engine_service_pb2 as pb, engine_service_pb2_grpc
+    from thaw_engine.cuda import OpenedIpcMemory
+
+    folder = tiny_checkpoints["mistral"]
+    index = read_index(str(folder))
+    want = [o.token_ids for o in load_model(folder, device="cuda:0", dtype="float32").engine.generate(PROMPTS, GREEDY)]
+    proc, sock = _worker(tmp_path)
+    try:
+        stub = engine_service_pb2_grpc.EngineServiceStub(grpc.insecure_channel(f"unix:{sock}"))
+        alloc = stub.AllocateWeights(pb.AllocateWeightsRequest(bytes=index.total_bytes))
+        assert len(alloc.ipc_handle) == 64 and alloc.bytes >= index.total_bytes
+        mem = OpenedIpcMemory(alloc.ipc_handle, alloc.bytes, torch.device("cuda", alloc.device_index))
+        offsets, pos = [], 0
+        for c in index.chunks:  # what the agent's native loader does, chunk by chunk
+            data = torch.frombuffer(bytearray((folder / c.file_name).read_bytes()), dtype=torch.uint8)
+            mem.tensor[pos : pos + c.byte_length].copy_(data)
+            offsets.append(pos)
+            pos += c.byte_length
+        mem.close()
+        r = stub.LoadWeights(pb.LoadWeightsRequest(
+            index=index, memory=engine_pb2.MemoryDescriptor(device=engine_pb2.DeviceMemory(allocation_id=alloc.allocation_id), chunk_offsets=offsets),
+            config_json=(folder / "config.json").read_text(), dtype="float32", kv_cache_bytes=64 << 20))
+        assert r.device == "cuda:0"
+        for p, w in zip(PROMPTS, want):
+            msgs = stub.Generate(pb.GenerateRequest(prompt_token_ids=p, sampling=engine_pb2.SamplingParams(temperature=0.0, max_tokens=24, ignore_eos=True)))
+            assert [t for m in msgs for t in m.token_ids] == w
+        with pytest.raises(grpc.RpcError) as e:
+            stub.LoadWeights(pb.LoadWeightsRequest(index=index, memory=engine_pb2.MemoryDescriptor(device=engine_pb2.DeviceMemory(allocation_id="nope")), config_json="{}"))
+        assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        stats = stub.GetStats(pb.GetStatsRequest())
+        assert stats.device_memory_total > 0 and stats.device_memory_used >= index.total_bytes
+        assert stub.Unload(pb.UnloadRequest()).bytes_freed >= index.total_bytes
+        with pytest.raises(grpc.RpcError) as e:
+            stub.LoadWeights(pb.LoadWeightsRequest(index=index, memory=engine_pb2.MemoryDescriptor(device=engine_pb2.DeviceMemory(allocation_id=alloc.allocation_id)), config_json="{}"))
+        assert e.value.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT)
+    finally:
+        proc.terminate()
+        assert proc.wait(30) == 0
+
+
+def test_host_memory_copied_to_gpu(tiny_checkpoints, load_model):
+    from thaw_engine.weights import load_from_folder, load_from_host
+
+    folder = tiny_checkpoints["qwen2"]
+    index = read_index(str(folder))
+    fd = os.memfd_create("pool")
+    try:
+        pos, offsets = 0, []
+        for c in index.chunks:
+            os.pwrite(fd, (folder / c.file_name).read_bytes(), pos)
+            offsets.append(pos)
+            pos += c.byte_length
+        w = load_from_host(index, f"/proc/{os.getpid()}/fd/{fd}", 0, pos, offsets, torch.device("cuda:0"))
+        ref = load_from_folder(None, str(folder), torch.device("cuda:0"))
+        for name, t in ref.tensors.items():
+            assert w.tensors[name].is_cuda and torch.equal(w.tensors[name], t)
+    finally:
+        os.close(fd)
