@@ -88,7 +88,23 @@ def main() -> None:
             "new_tokens": NEW_TOKENS,
             "prompts": prompts(),
         }
-        model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32) if _has_dtype_kw() else AutoModelForCausalLM.from_pretrained(str(folder), torch_dtype=torch.float32)
+        kw = {"dtype": torch.float32} if _has_dtype_kw() else {"torch_dtype": torch.float32}
+        try:
+            model = AutoModelForCausalLM.from_pretrained(str(folder), **kw)
+        except Exception as e:  # e.g. a validator that wants floats where the config has integers
+            print(f"{arch}: from_pretrained failed ({e}); retrying with float rope fields", flush=True)
+            import shutil
+            import tempfile
+
+            tmp = Path(tempfile.mkdtemp()) / arch
+            shutil.copytree(folder, tmp)
+            cfg = json.loads((tmp / "config.json").read_text())
+            for key in ("rope_scaling", "rope_parameters"):
+                if isinstance(cfg.get(key), dict):
+                    cfg[key] = {k: float(v) if isinstance(v, int) and not isinstance(v, bool) and k != "original_max_position_embeddings" else v for k, v in cfg[key].items()}
+            (tmp / "config.json").write_text(json.dumps(cfg))
+            model = AutoModelForCausalLM.from_pretrained(str(tmp), **kw)
+            doc["config_patched"] = True
         model.eval()
         doc["cpu_float32"] = [greedy(model, p, "cpu") for p in doc["prompts"]]
         if torch.cuda.is_available():

@@ -188,15 +188,19 @@ class ModelRunner:
         self._pool = torch.cuda.graph_pool_handle()
         stream = torch.cuda.Stream(self.device)
         stream.wait_stream(torch.cuda.current_stream(self.device))
-        for b, nb in grid:
+        for n, (b, nb) in enumerate(grid):
             fill = self._pack([], b, nb)
             flat[: fill.numel()].copy_(fill)
             with torch.cuda.stream(stream):
-                for _ in range(2):  # warm up (cuBLAS handles, allocator) outside the capture
+                for _ in range(2 if n == 0 else 1):  # warm up (cuBLAS handles, allocator) outside the capture
                     self._decode_from_flat(flat, b, nb)
             torch.cuda.synchronize(self.device)
             graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph, pool=self._pool, stream=stream):
+            try:  # other threads (gRPC) may touch CUDA meanwhile: only this thread's calls are checked
+                ctx = torch.cuda.graph(graph, pool=self._pool, stream=stream, capture_error_mode="thread_local")
+            except TypeError:  # torch < 2.1
+                ctx = torch.cuda.graph(graph, pool=self._pool, stream=stream)
+            with ctx:
                 out = self._decode_from_flat(flat, b, nb)
             self.graphs.append(_Graph(b, nb, graph, flat, out))
         torch.cuda.synchronize(self.device)

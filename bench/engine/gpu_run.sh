@@ -1,0 +1,40 @@
+#!/bin/bash
+# Everything the engine worker needs a GPU for, in one device call (logs and results under $OUT):
+#   1. environment (GPU, torch, transformers, protobuf; python/gen imports with this protobuf);
+#   2. Hugging Face reference fixtures for the tiny models (python/tests/make_fixtures.py);
+#   3. the pytest suite on this machine, CUDA tests included (bf16 agreement -> bf16-agreement.jsonl);
+#   4. the 8B benchmark (bench/engine/bench.py -> bench.json, worker.log).
+# Tiny models and their checkpoints travel in .device-engine/{tiny,ckpt}/<arch> (made by the CLI here).
+# Usage: bash bench/engine/gpu_run.sh [stages...]   (stages: env fixtures pytest bench; default all)
+set -u
+OUT=${OUT:-/tmp/thaw-gpu-out}
+mkdir -p "$OUT"
+D=$PWD/.device-engine
+export PYTHONPATH=$PWD/python:$PWD/python/gen PYTHONUNBUFFERED=1
+stages=${*:-env fixtures pytest bench}
+stage() { echo; echo "=== $1 ($(date +%T))"; }
+for s in $stages; do
+  case $s in
+  env)
+    stage env
+    nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv
+    python3 -c "import sys, torch, transformers, google.protobuf, grpc; print(sys.version.split()[0], 'torch', torch.__version__, 'transformers', transformers.__version__, 'protobuf', google.protobuf.__version__, 'grpcio', grpc.__version__)"
+    python3 -c "from thaw.engine.v1 import engine_service_pb2, engine_service_pb2_grpc; from thaw.checkpoint.v1 import checkpoint_pb2; print('python/gen imports OK')"
+    ;;
+  fixtures)
+    stage fixtures
+    timeout 240 python3 python/tests/make_fixtures.py --models "$D/tiny" --out "$OUT"
+    ;;
+  pytest)
+    stage pytest
+    (cd python && THAW_TINY_MODELS="$D/tiny" THAW_TINY_CHECKPOINTS="$D/ckpt" THAW_FIXTURES_DIR="$OUT" THAW_REPORT_DIR="$OUT" \
+      timeout 300 python3 -m pytest -q -p no:cacheprovider -rs --durations=8 tests)
+    cat "$OUT/bf16-agreement.jsonl" 2>/dev/null
+    ;;
+  bench)
+    stage bench
+    timeout 420 python3 bench/engine/bench.py --out "$OUT/bench.json" --worker-log "$OUT/worker.log" ${BENCH_ARGS:-}
+    ;;
+  esac
+done
+stage done
