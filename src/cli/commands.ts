@@ -9,6 +9,7 @@ interface Command {
 }
 
 export const commands = new Map<string, Command>([
+  ["agent", { summary: "run the node agent: tiered model cache, engine workers, AgentService", load: async () => (await import("./agent-command.js")).main }],
   ["convert", { summary: "convert a Hugging Face model (Hub id or folder) into the checkpoint store", load: async () => (await import("./convert-command.js")).main }],
   ["converter", { summary: "run the ConverterService", load: async () => (await import("./converter-command.js")).main }],
   ["make-tiny-model", { summary: "write the deterministic tiny test model in Hugging Face layout", load: async () => (await import("./make-tiny-model-command.js")).main }],

@@ -1,0 +1,185 @@
+// AgentService (DESIGN.md §2): chunk transfer, loading, inference and status on one node.
+import { open } from "node:fs/promises";
+import { Code, ConnectError, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
+import type { MessageInitShape } from "@bufbuild/protobuf";
+import type { AgentStatus } from "../gen/thaw/agent/v1/agent_pb.js";
+import { Tier } from "../gen/thaw/agent/v1/agent_pb.js";
+import type {
+  AgentService,
+  DownloadChunksRequest,
+  DownloadChunksResponseSchema,
+  InferRequest,
+  LoadModelRequest,
+  LoadModelResponseSchema,
+  ReadChunkRequest,
+  UnloadModelRequest,
+} from "../gen/thaw/agent/v1/agent_service_pb.js";
+import { encodeIndex } from "../checkpoint/index-codec.js";
+import { checkFileName } from "../checkpoint/model-key.js";
+import { INDEX_FILE } from "../store/store.js";
+import type { ChunkProgress } from "./chunk-download.js";
+import type { DiskTier } from "./disk-tier.js";
+import type { EngineSupervisor } from "./engine-supervisor.js";
+import type { ExternalRuntime } from "./external-runtime.js";
+import { type InferResponseInit, inferOnEngine, inferOnExternal } from "./inference.js";
+import { type LoadProgress, type ModelLoader, refKey } from "./model-loader.js";
+import { pushStream } from "./push-stream.js";
+import type { RequestCounter } from "./request-counter.js";
+
+/** Bytes per ReadChunk message (as the converter sends them). */
+export const READ_CHUNK_PIECE = 1 << 20;
+
+export interface AgentServiceDeps {
+  loader: ModelLoader;
+  disk: DiskTier;
+  engines: EngineSupervisor;
+  external: Map<string, ExternalRuntime>;
+  requests: RequestCounter;
+  status(): AgentStatus;
+  log: (line: string) => void;
+}
+
+type LoadModelInit = MessageInitShape<typeof LoadModelResponseSchema>;
+
+function loadMessage(p: LoadProgress): LoadModelInit {
+  return {
+    tier: p.tier,
+    bytesDone: BigInt(p.bytesDone),
+    bytesTotal: BigInt(p.bytesTotal),
+    timings: p.timings.map((t) => ({ tier: t.tier, bytes: BigInt(t.bytes), seconds: t.seconds })),
+    startTier: p.startTier,
+    seconds: p.seconds,
+  };
+}
+
+export class AgentServiceImpl implements ServiceImpl<typeof AgentService> {
+  constructor(private readonly deps: AgentServiceDeps) {}
+
+  async *downloadChunks(request: DownloadChunksRequest, ctx: HandlerContext): AsyncGenerator<MessageInitShape<typeof DownloadChunksResponseSchema>> {
+    const ref = request.ref;
+    refKey(ref);
+    const progress = pushStream<ChunkProgress>(
+      (emit) => this.deps.loader.downloadChunks(ref!, request.fileNames, request.peers, emit, ctx.signal),
+      ctx.signal,
+    );
+    for await (const p of progress) {
+      yield { fileName: p.fileName, bytesDone: BigInt(p.bytesDone), bytesTotal: BigInt(p.bytesTotal), source: p.source, complete: p.complete };
+    }
+  }
+
+  async *readChunk(request: ReadChunkRequest, ctx: HandlerContext) {
+    const key = refKey(request.ref);
+    const name = request.fileName;
+    checkFileName(name);
+    const { disk } = this.deps;
+    const index = disk.index(key);
+    if (index === undefined) throw new ConnectError(`${key} is not cached on this agent`, Code.NotFound);
+    if (name === INDEX_FILE) {
+      yield* sendBytes(encodeIndex(index), request);
+      return;
+    }
+    if (index.extraFiles.some((f) => f.name === name)) {
+      const bytes = await disk.readFile(key, name);
+      if (bytes === undefined) throw new ConnectError(`${key}/${name} is not cached on this agent`, Code.NotFound);
+      yield* sendBytes(bytes, request);
+      return;
+    }
+    const chunk = index.chunks.find((c) => c.fileName === name);
+    if (chunk === undefined) throw new ConnectError(`${key} has no chunk named ${JSON.stringify(name)}`, Code.NotFound);
+    const unpin = disk.pin(key);
+    try {
+      if (!disk.hasChunk(key, name)) throw new ConnectError(`${key}/${name} is not cached on this agent`, Code.NotFound);
+      // Never serve bytes that do not match the index: a corrupt copy is removed and fetched again.
+      if (!(await disk.ensureVerified(key, chunk))) {
+        this.deps.log(`${key}/${name} on disk does not match its checksum; fetching it again before serving it`);
+        try {
+          await this.deps.loader.refetchChunk(request.ref!, key, chunk, ctx.signal);
+        } catch (err) {
+          throw new ConnectError(`${key}/${name} was corrupt here and could not be fetched again: ${(err as Error).message}`, Code.NotFound);
+        }
+        if (!(await disk.ensureVerified(key, chunk))) throw new ConnectError(`${key}/${name} is not cached on this agent`, Code.NotFound);
+      }
+      const fileLength = chunk.byteLength;
+      if (request.offset > fileLength) {
+        throw new ConnectError(`offset ${request.offset} is past the end of ${name} (${fileLength} bytes)`, Code.OutOfRange);
+      }
+      const available = fileLength - request.offset;
+      const length = request.length === 0n || request.length > available ? available : request.length;
+      const handle = await open(disk.chunkPath(key, name), "r");
+      try {
+        let at = Number(request.offset);
+        const end = at + Number(length);
+        while (at < end) {
+          ctx.signal.throwIfAborted();
+          const piece = Buffer.allocUnsafe(Math.min(READ_CHUNK_PIECE, end - at));
+          const { bytesRead } = await handle.read(piece, 0, piece.length, at);
+          if (bytesRead === 0) throw new ConnectError(`${name} is shorter than its index says`, Code.DataLoss);
+          yield { offset: BigInt(at), data: piece.subarray(0, bytesRead), fileLength };
+          at += bytesRead;
+        }
+      } finally {
+        await handle.close();
+      }
+    } finally {
+      unpin();
+    }
+  }
+
+  async *loadModel(request: LoadModelRequest, ctx: HandlerContext): AsyncGenerator<LoadModelInit> {
+    const ref = request.ref;
+    const key = refKey(ref);
+    let result: Awaited<ReturnType<ModelLoader["load"]>> | undefined;
+    const progress = pushStream<LoadProgress>(async (emit) => {
+      result = await this.deps.loader.load(ref!, { peers: request.peers, maxModelLen: request.maxModelLen }, emit, ctx.signal);
+    }, ctx.signal);
+    for await (const p of progress) yield loadMessage(p);
+    const r = result!;
+    yield {
+      tier: Tier.GPU,
+      timings: r.timings.map((t) => ({ tier: t.tier, bytes: BigInt(t.bytes), seconds: t.seconds })),
+      ready: true,
+      engineId: r.engineId,
+      startTier: r.startTier,
+      seconds: r.seconds,
+      bytesDone: BigInt(this.deps.disk.index(key)?.totalBytes ?? 0n),
+      bytesTotal: BigInt(this.deps.disk.index(key)?.totalBytes ?? 0n),
+    };
+  }
+
+  async unloadModel(request: UnloadModelRequest) {
+    return { unloaded: await this.deps.loader.unload(request.ref!, request.downTo) };
+  }
+
+  async *infer(request: InferRequest, ctx: HandlerContext): AsyncGenerator<InferResponseInit> {
+    const ref = request.ref;
+    const key = refKey(ref);
+    const done = this.deps.requests.begin(key);
+    try {
+      await this.deps.loader.load(ref!, {}, undefined, ctx.signal);
+      const external = this.deps.external.get(key);
+      if (external !== undefined) {
+        yield* inferOnExternal(external, request, ctx.signal);
+        return;
+      }
+      yield* inferOnEngine(this.deps.engines, key, this.deps.loader.text(key), request, ctx.signal);
+    } finally {
+      done();
+    }
+  }
+
+  async getStatus() {
+    return { status: this.deps.status() };
+  }
+}
+
+/** Sends [offset, offset+length) of an in-memory file in ReadChunk pieces. */
+function* sendBytes(bytes: Uint8Array, request: ReadChunkRequest) {
+  const fileLength = BigInt(bytes.byteLength);
+  if (request.offset > fileLength) throw new ConnectError(`offset ${request.offset} is past the end (${fileLength} bytes)`, Code.OutOfRange);
+  const start = Number(request.offset);
+  const end = request.length === 0n ? bytes.byteLength : Math.min(bytes.byteLength, start + Number(request.length));
+  for (let at = start; at < end; at += READ_CHUNK_PIECE) {
+    yield { offset: BigInt(at), data: bytes.subarray(at, Math.min(end, at + READ_CHUNK_PIECE)), fileLength };
+  }
+  if (start === end) yield { offset: BigInt(start), data: new Uint8Array(0), fileLength };
+}

@@ -1,0 +1,154 @@
+// Infer on thaw's own engine: the prompt becomes token ids here (chat template, tokenizer), the
+// worker's Generate streams token ids back, and they become text here again — incrementally,
+// never splitting a UTF-8 character, holding back what could be the start of a stop string.
+// Cancelling the Infer call cancels the Generate call, which frees the sequence in the engine.
+import { Code, ConnectError } from "@connectrpc/connect";
+import type { MessageInitShape } from "@bufbuild/protobuf";
+import type { InferRequest, InferResponseSchema } from "../gen/thaw/agent/v1/agent_service_pb.js";
+import { FinishReason } from "../gen/thaw/engine/v1/engine_pb.js";
+import type { TokenOutputSchema } from "../gen/thaw/agent/v1/agent_pb.js";
+import { IncrementalDetokenizer } from "./detokenizer.js";
+import type { EngineSupervisor } from "./engine-supervisor.js";
+import type { ExternalRuntime } from "./external-runtime.js";
+import type { ModelText } from "./model-text.js";
+import { StopStringMatcher } from "./stop-strings.js";
+
+export type InferResponseInit = MessageInitShape<typeof InferResponseSchema>;
+type TokenOutputInit = MessageInitShape<typeof TokenOutputSchema>;
+
+/** The prompt of a request as token ids (and as text, for echo). */
+export function promptIds(request: InferRequest, text: ModelText | undefined): { ids: number[]; text: string } {
+  switch (request.prompt.case) {
+    case "chat": {
+      if (text === undefined) throw new ConnectError("the model has no tokenizer files", Code.FailedPrecondition);
+      const chat = request.prompt.value;
+      const rendered = text.renderChat(chat.messages, chat.addGenerationPrompt, chat.chatTemplate);
+      // The template already wrote the special tokens (BOS); encoding must not add them again.
+      return { ids: text.encode(rendered, false), text: rendered };
+    }
+    case "text": {
+      if (text === undefined) throw new ConnectError("the model has no tokenizer files", Code.FailedPrecondition);
+      return { ids: text.encode(request.prompt.value, true), text: request.prompt.value };
+    }
+    case "tokens": {
+      const ids = request.prompt.value.tokenIds;
+      return { ids: [...ids], text: request.echo && text?.hasTokenizer ? text.decode(ids, request.skipSpecialTokens) : "" };
+    }
+    default:
+      throw new ConnectError("the request has no prompt (chat, text or tokens)", Code.InvalidArgument);
+  }
+}
+
+/** Streams one completion from the engine worker serving the model. */
+export async function* inferOnEngine(
+  engines: EngineSupervisor,
+  key: string,
+  text: ModelText | undefined,
+  request: InferRequest,
+  signal: AbortSignal,
+): AsyncGenerator<InferResponseInit> {
+  const worker = engines.find(key);
+  if (worker === undefined || worker.model === undefined) {
+    throw new ConnectError(`${key} is no longer on an engine (unloaded meanwhile); try again`, Code.Unavailable);
+  }
+  const prompt = promptIds(request, text);
+  if (prompt.ids.length === 0) throw new ConnectError("the prompt is empty", Code.InvalidArgument);
+  const sampling = { ...(request.sampling ?? {}) } as NonNullable<InferRequest["sampling"]>;
+  const eos = sampling.eosTokenIds !== undefined && sampling.eosTokenIds.length > 0 ? sampling.eosTokenIds : (text?.eosTokenIds ?? []);
+
+  const controller = new AbortController();
+  const onAbort = (): void => controller.abort(signal.reason);
+  if (signal.aborted) onAbort();
+  signal.addEventListener("abort", onAbort, { once: true });
+  worker.streams.add(controller);
+  worker.model.lastUsed = Date.now();
+  const detok = text?.hasTokenizer ? new IncrementalDetokenizer(text, prompt.ids, request.skipSpecialTokens) : undefined;
+  const stops = new StopStringMatcher(request.stop, request.includeStopStrInOutput);
+  let echo = request.echo ? prompt.text : "";
+  let promptTokens = prompt.ids.length;
+  let cachedTokens = 0;
+  let completionTokens = 0;
+  try {
+    const call = worker.client.generate(
+      { requestId: request.requestId, promptTokenIds: prompt.ids, sampling: { ...sampling, eosTokenIds: eos } },
+      { signal: controller.signal },
+    );
+    for await (const step of call) {
+      if (step.promptTokens > 0) {
+        promptTokens = step.promptTokens;
+        cachedTokens = step.cachedPromptTokens;
+      }
+      const tokens: TokenOutputInit[] = [];
+      let out = echo;
+      echo = "";
+      let stopReason: string | undefined;
+      for (const [i, id] of step.tokenIds.entries()) {
+        completionTokens++;
+        const piece = detok?.push(id) ?? "";
+        tokens.push({ tokenId: id, text: piece, logprobs: step.logprobs[i] });
+        const r = stops.push(piece);
+        out += r.text;
+        if (r.stopped !== undefined) {
+          stopReason = r.stopped;
+          break;
+        }
+      }
+      let finishReason = stopReason !== undefined ? FinishReason.STOP : step.finishReason;
+      if (finishReason === FinishReason.UNSPECIFIED) {
+        if (tokens.length > 0 || out !== "") yield { tokens, text: out };
+        continue;
+      }
+      if (stopReason === undefined) {
+        // The end: what the detokenizer held back, then what the stop matcher held back.
+        const r = stops.push(detok?.flush() ?? "");
+        out += r.text;
+        if (r.stopped !== undefined) {
+          stopReason = r.stopped;
+          finishReason = FinishReason.STOP;
+        } else {
+          out += stops.flush();
+        }
+      }
+      yield {
+        tokens,
+        text: out,
+        finishReason,
+        stopReason: stopReason ?? "",
+        usage: { promptTokens, completionTokens, cachedTokens },
+      };
+      return;
+    }
+    throw new ConnectError(`engine ${worker.id} ended the stream without finishing the sequence`, Code.Unavailable);
+  } catch (err) {
+    const reason: unknown = controller.signal.reason;
+    if (!worker.alive) throw worker.deathError();
+    if (controller.signal.aborted && reason instanceof ConnectError) throw reason;
+    if (signal.aborted) throw new ConnectError("the request was cancelled", Code.Canceled);
+    throw ConnectError.from(err);
+  } finally {
+    signal.removeEventListener("abort", onAbort);
+    worker.streams.delete(controller);
+    if (worker.model !== undefined) worker.model.lastUsed = Date.now();
+    // Ends a Generate call still running (a stop string matched, or the consumer went away).
+    controller.abort();
+    engines.notify();
+  }
+}
+
+/** Streams one completion from an external OpenAI-compatible runtime. */
+export async function* inferOnExternal(runtime: ExternalRuntime, request: InferRequest, signal: AbortSignal): AsyncGenerator<InferResponseInit> {
+  // Echo, stop strings and detokenisation happen in the runtime.
+  for await (const out of runtime.infer(request, signal)) {
+    const text = out.text;
+    if (out.finishReason === undefined) {
+      yield { text };
+      continue;
+    }
+    yield {
+      text,
+      finishReason: out.finishReason,
+      stopReason: out.stopReason ?? "",
+      usage: out.usage ?? { promptTokens: 0, completionTokens: 0, cachedTokens: 0 },
+    };
+  }
+}

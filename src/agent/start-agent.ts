@@ -1,0 +1,382 @@
+// The agent as a library: startAgent() opens the tiers, starts the warm engine workers, serves
+// AgentService and /metrics on one port, and heartbeats to the scheduler. `thaw agent` and
+// `thaw serve` both call it.
+import { spawnSync } from "node:child_process";
+import { mkdir, readFile, writeFile } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { randomBytes } from "node:crypto";
+import { create } from "@bufbuild/protobuf";
+import { Registry } from "prom-client";
+import {
+  type AgentStatus,
+  AgentStatusSchema,
+  EngineInfoSchema,
+  ModelCacheEntrySchema,
+  Tier,
+  TierCapacitySchema,
+} from "../gen/thaw/agent/v1/agent_pb.js";
+import { AgentService } from "../gen/thaw/agent/v1/agent_service_pb.js";
+import { ConverterService } from "../gen/thaw/converter/v1/converter_service_pb.js";
+import { SchedulerService } from "../gen/thaw/scheduler/v1/scheduler_service_pb.js";
+import { modelKey, parseModelKey } from "../checkpoint/model-key.js";
+import { PinnedPool, cudaInfo } from "../native/index.js";
+import { requireToken } from "../shared/auth.js";
+import { PORTS } from "../shared/defaults.js";
+import { type RunningServer, startServer } from "../shared/server.js";
+import { openStore } from "../store/open-store.js";
+import type { CheckpointStore } from "../store/store.js";
+import { AgentMetrics } from "./agent-metrics.js";
+import type { AgentServiceDeps } from "./agent-service.js";
+import { BandwidthMeter } from "./bandwidth.js";
+import { ChunkDownloader } from "./chunk-download.js";
+import { type ChunkSource, ConverterSource, PeerSource, StoreSource } from "./chunk-sources.js";
+import { DiskTier } from "./disk-tier.js";
+import { DramTier } from "./dram-tier.js";
+import { EngineSupervisor } from "./engine-supervisor.js";
+import { type ExternalModelConfig, ExternalRuntime } from "./external-runtime.js";
+import { type Heartbeats, startHeartbeats } from "./heartbeat.js";
+import { ModelLoader } from "./model-loader.js";
+import { RequestCounter } from "./request-counter.js";
+import agentRoutes from "./routes.js";
+import { ClientCache, type OwnedClient, tcpClient } from "./rpc-clients.js";
+
+const GiB = 1 << 30;
+
+export interface AgentOptions {
+  /** State folder: the disk tier, the agent id, engine sockets (default `${STATE_DIR}/agent`). */
+  dir: string;
+  /** Interface and port of AgentService and /metrics (default 127.0.0.1:50071; 0 picks a free port). */
+  host?: string;
+  port?: number;
+  /** Address peers and the scheduler reach this agent at (default host:port). */
+  advertise?: string;
+  /** Stable id (default: made once and kept in <dir>/agent-id). */
+  agentId?: string;
+  /** Origin of chunks: a store URL (or an open store), and/or a converter address. */
+  store?: string | CheckpointStore;
+  converter?: string;
+  /** Peer agents asked for chunks before the origin (besides the peers a request names). */
+  peers?: string[];
+  /** SchedulerService address to heartbeat to. */
+  scheduler?: string;
+  /** Shared secret required on AgentService and sent to peers, converter and scheduler. */
+  token?: string;
+  /** Disk tier budget in bytes (default 64 GiB). */
+  diskBytes?: number;
+  /** Pinned pool size in bytes (default 1 GiB; 0: no pool, CPU engines read checkpoint folders). */
+  dramBytes?: number;
+  /** Engine workers: "auto" (one per GPU, else one on CPU), "none", or devices ("cpu", "cuda:0", "cpu,cpu"). */
+  engines?: string | string[];
+  /** Python interpreter with torch (default THAW_PYTHON, else the first python3 that has torch). */
+  python?: string;
+  /** Extra arguments for every engine worker. */
+  engineArgs?: string[];
+  /** KV cache bytes per model load (0: the worker's default). */
+  kvCacheBytes?: number;
+  /** Parallel chunk downloads (default 4). */
+  downloadConcurrency?: number;
+  /** Engine health check period (default 1000 ms). */
+  healthIntervalMs?: number;
+  /** Heartbeat period until the scheduler names one (default 1000 ms). */
+  heartbeatIntervalMs?: number;
+  /** Models served by an external OpenAI-compatible runtime. */
+  externalModels?: ExternalModelConfig[];
+  /** Metrics registry (default: a new one). */
+  registry?: Registry;
+  /** Log lines (default: stderr). */
+  log?: (line: string) => void;
+}
+
+export interface RunningAgent {
+  readonly agentId: string;
+  /** Base URL of AgentService, e.g. "http://127.0.0.1:50071". */
+  readonly url: string;
+  readonly port: number;
+  /** Address given to peers and the scheduler. */
+  readonly address: string;
+  readonly registry: Registry;
+  status(): AgentStatus;
+  /** Resolves when every engine worker has started (or failed to). */
+  enginesReady(): Promise<void>;
+  /** Process ids of the engine workers (tests kill them). */
+  enginePids(): number[];
+  close(): Promise<void>;
+}
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const PYTHON_PATH = [path.resolve(here, "../../python"), path.resolve(here, "../../python/gen")];
+
+/** THAW_PYTHON, else the first of python3 and /usr/bin/python3 that can import torch. */
+export function defaultPython(): string {
+  if (process.env.THAW_PYTHON) return process.env.THAW_PYTHON;
+  for (const candidate of ["python3", "/usr/bin/python3"]) {
+    const probe = spawnSync(candidate, ["-c", "import importlib.util, sys; sys.exit(importlib.util.find_spec('torch') is None)"], { timeout: 10_000 });
+    if (probe.status === 0) return candidate;
+  }
+  return "python3";
+}
+
+async function engineDevices(spec: string | string[] | undefined): Promise<string[]> {
+  const list = Array.isArray(spec) ? spec : (spec ?? "auto").split(",").map((s) => s.trim()).filter((s) => s !== "");
+  if (list.length === 1 && list[0] === "none") return [];
+  if (list.length === 0 || (list.length === 1 && list[0] === "auto")) {
+    const cuda = await cudaInfo().catch(() => undefined);
+    return cuda?.available ? cuda.devices.map((d) => `cuda:${d.index}`) : ["cpu"];
+  }
+  for (const d of list) {
+    if (!/^(cpu|cuda(:\d+)?)$/.test(d)) throw new TypeError(`engine device ${JSON.stringify(d)}: use cpu, cuda:N, auto or none`);
+  }
+  return list.map((d) => (d === "cuda" ? "cuda:0" : d));
+}
+
+async function stableId(dir: string): Promise<string> {
+  const file = path.join(dir, "agent-id");
+  try {
+    const id = (await readFile(file, "utf8")).trim();
+    if (id !== "") return id;
+  } catch {
+    // first start
+  }
+  const id = `${os.hostname()}-${randomBytes(3).toString("hex")}`;
+  await writeFile(file, id + "\n");
+  return id;
+}
+
+/** A folder for unix sockets with a path short enough for sun_path (108 bytes). */
+async function socketDir(dir: string): Promise<string> {
+  let folder = path.join(dir, "run");
+  if (folder.length > 80) folder = path.join(os.tmpdir(), `thaw-agent-${process.pid}-${randomBytes(3).toString("hex")}`);
+  await mkdir(folder, { recursive: true });
+  return folder;
+}
+
+export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
+  const log = options.log ?? ((line: string) => process.stderr.write(`thaw agent: ${line}\n`));
+  const dir = path.resolve(options.dir);
+  await mkdir(dir, { recursive: true });
+  const agentId = options.agentId ?? (await stableId(dir));
+  const registry = options.registry ?? new Registry();
+  const bandwidth = new BandwidthMeter();
+  const requests = new RequestCounter();
+  const closers: (() => void | Promise<void>)[] = [];
+
+  let metrics: AgentMetrics | undefined;
+  const disk = await DiskTier.open({
+    dir,
+    budgetBytes: options.diskBytes ?? 64 * GiB,
+    onEvict: () => metrics?.evictions.inc({ tier: "disk" }),
+  });
+  const dramBytes = options.dramBytes ?? GiB;
+  const pool = dramBytes > 0 ? await PinnedPool.create({ bytes: dramBytes, name: `thaw-pool-${agentId}` }) : undefined;
+  if (pool !== undefined) closers.push(() => pool.dispose());
+  const dram = new DramTier(pool, { onEvict: () => metrics?.evictions.inc({ tier: "dram" }) });
+  metrics = new AgentMetrics(registry, {
+    poolBytes: () => {
+      const s = dram.stats();
+      return { used: s.usedBytes, loading: s.loadingBytes, free: s.freeBytes };
+    },
+    queueLengths: () => requests.all(),
+    running: () => requests.total,
+  });
+
+  const devices = await engineDevices(options.engines);
+  const engines = new EngineSupervisor({
+    devices,
+    launch: {
+      python: devices.length > 0 ? (options.python ?? defaultPython()) : "python3",
+      pythonPath: PYTHON_PATH,
+      socketDir: await socketDir(dir),
+      args: options.engineArgs ?? [],
+      startTimeoutMs: 120_000,
+      log,
+    },
+    healthIntervalMs: options.healthIntervalMs,
+    onModelGone: (model, why) => {
+      if (why === "evict") metrics?.evictions.inc({ tier: "gpu" });
+      log(`${model.key} left its engine (${why})`);
+      heartbeats?.poke();
+    },
+  });
+
+  // Sources of chunks: peers first, then the store or the converter.
+  let address = "";
+  const peerClients = new ClientCache(AgentService, options.token);
+  closers.push(() => peerClients.close());
+  const store = typeof options.store === "string" ? await openStore(options.store) : options.store;
+  const origin: ChunkSource[] = [];
+  if (store !== undefined) origin.push(new StoreSource(store));
+  let converter: OwnedClient<typeof ConverterService> | undefined;
+  if (options.converter) {
+    converter = tcpClient(ConverterService, options.converter, options.token);
+    closers.push(() => converter!.close());
+    origin.push(new ConverterSource(options.converter, converter.client));
+  }
+  const sources = (peers: readonly string[]): ChunkSource[] => {
+    const unique = [...new Set([...peers, ...(options.peers ?? [])])].filter((p) => p !== "" && p !== address);
+    return [...unique.map((p) => new PeerSource(p, peerClients.get(p))), ...origin];
+  };
+
+  const external = new Map<string, ExternalRuntime>();
+  for (const config of options.externalModels ?? []) {
+    const runtime = new ExternalRuntime(config, log);
+    external.set(modelKey(config.modelId, config.revision), runtime);
+    closers.push(() => void runtime.stop());
+  }
+
+  const downloader = new ChunkDownloader(disk, { concurrency: options.downloadConcurrency, log });
+  const loader = new ModelLoader({
+    disk,
+    dram,
+    engines,
+    downloader,
+    sources,
+    metrics,
+    bandwidth,
+    external,
+    kvCacheBytes: options.kvCacheBytes,
+    log,
+  });
+  dram.reclaim = () => loader.reclaimPool();
+
+  const gpuCount = devices.filter((d) => d.startsWith("cuda")).length;
+  const status = (): AgentStatus => buildStatus();
+  function buildStatus(): AgentStatus {
+    const keys = new Set<string>([...disk.keys(), ...dram.keys(), ...external.keys()]);
+    for (const w of engines.workers()) if (w.model !== undefined) keys.add(w.model.key);
+    const models = [...keys].sort().map((key) => {
+      const info = disk.info(key);
+      const worker = engines.find(key);
+      const ref = loader.ref(key) ?? worker?.model?.ref ?? info?.index.ref ?? parseModelKey(key);
+      const bytes = info?.index.totalBytes ?? BigInt(dram.get(key)?.bytes ?? worker?.model?.bytes ?? 0);
+      return create(ModelCacheEntrySchema, {
+        ref: { modelId: ref.modelId, revision: ref.revision || "main" },
+        tier: loader.tierOf(key),
+        bytes,
+        diskChunks: info?.diskChunks ?? 0,
+        totalChunks: info?.totalChunks ?? 0,
+        kvHitRate: worker?.stats?.prefixHitRate ?? 0,
+        queueLength: requests.get(key),
+        idleMs: worker?.model !== undefined && worker.streams.size === 0 ? BigInt(Date.now() - worker.model.lastUsed) : 0n,
+      });
+    });
+    const d = disk.stats();
+    const p = dram.stats();
+    let gpuTotal = 0;
+    let gpuUsed = 0;
+    for (const w of engines.workers()) {
+      if (w.device === "cpu") continue;
+      gpuTotal += Number(w.stats?.deviceMemoryTotal ?? 0n);
+      gpuUsed += Number(w.stats?.deviceMemoryUsed ?? 0n);
+    }
+    if (gpuCount === 0) {
+      // CPU engines serve from the pool: their "GPU tier" is the pool bytes not yet serving a model.
+      gpuTotal = p.totalBytes;
+      for (const w of engines.workers()) gpuUsed += w.model?.bytes ?? 0;
+    }
+    const tiers = [
+      create(TierCapacitySchema, { tier: Tier.GPU, totalBytes: BigInt(gpuTotal), freeBytes: BigInt(Math.max(0, gpuTotal - gpuUsed)), bandwidthBytesPerSecond: 0 }),
+      create(TierCapacitySchema, { tier: Tier.DRAM, totalBytes: BigInt(p.totalBytes), freeBytes: BigInt(p.freeBytes), bandwidthBytesPerSecond: bandwidth.get(Tier.DRAM) }),
+      create(TierCapacitySchema, { tier: Tier.DISK, totalBytes: BigInt(d.totalBytes), freeBytes: BigInt(d.freeBytes), bandwidthBytesPerSecond: bandwidth.get(Tier.DISK) }),
+      create(TierCapacitySchema, { tier: Tier.REMOTE, totalBytes: 0n, freeBytes: 0n, bandwidthBytesPerSecond: bandwidth.get(Tier.REMOTE) }),
+    ];
+    const engineInfos = engines.workers().map((w) =>
+      create(EngineInfoSchema, {
+        engineId: w.id,
+        state: w.state,
+        device: w.device,
+        model: w.model?.ref,
+        pid: w.pid,
+        running: w.stats?.running ?? w.streams.size,
+        waiting: w.stats?.waiting ?? 0,
+      }),
+    );
+    for (const ext of external.values()) engineInfos.push(ext.info());
+    return create(AgentStatusSchema, {
+      agentId,
+      address,
+      models,
+      tiers,
+      engines: engineInfos,
+      queueLength: requests.total,
+      gpuCount,
+    });
+  }
+
+  const deps: AgentServiceDeps = { loader, disk, engines, external, requests, status, log };
+  const server: RunningServer = await startServer({
+    routes: agentRoutes(deps),
+    host: options.host,
+    port: options.port ?? PORTS.agent,
+    interceptors: options.token ? [requireToken(options.token)] : [],
+    fallback: (req, res) => {
+      const url = (req.url ?? "/").split("?")[0];
+      if (req.method === "GET" && url === "/metrics") {
+        registry.metrics().then(
+          (text) => {
+            res.writeHead(200, { "content-type": registry.contentType });
+            res.end(text);
+          },
+          (err: Error) => {
+            res.writeHead(500, { "content-type": "text/plain" });
+            res.end(err.message);
+          },
+        );
+        return;
+      }
+      if (req.method === "GET" && (url === "/health" || url === "/ready")) {
+        res.writeHead(200, { "content-type": "application/json" });
+        res.end(JSON.stringify({ status: "ok", agent_id: agentId }));
+        return;
+      }
+      res.writeHead(404, { "content-type": "application/json" });
+      res.end(JSON.stringify({ error: { message: `no route ${req.method} ${url}`, type: "not_found_error", param: null, code: null } }));
+    },
+  });
+  const bindHost = options.host ?? "127.0.0.1";
+  address = options.advertise ?? `${bindHost === "0.0.0.0" || bindHost === "::" ? os.hostname() : bindHost}:${server.port}`;
+
+  await engines.start();
+
+  let heartbeats: Heartbeats | undefined;
+  let scheduler: OwnedClient<typeof SchedulerService> | undefined;
+  if (options.scheduler) {
+    scheduler = tcpClient(SchedulerService, options.scheduler, options.token);
+    heartbeats = startHeartbeats({ client: scheduler.client, status, defaultIntervalMs: options.heartbeatIntervalMs, log });
+  }
+  log(
+    `${agentId} serving on ${server.url} (advertised ${address}); disk ${disk.stats().usedBytes}/${disk.budgetBytes} bytes, ` +
+      `pool ${pool ? `${pool.bytes} bytes (${pool.pinning})` : "none"}, engines ${devices.join(",") || "none"}, ` +
+      `origin ${origin.map((o) => o.name).join(", ") || "none"}`,
+  );
+
+  let closing: Promise<void> | undefined;
+  return {
+    agentId,
+    url: server.url,
+    port: server.port,
+    get address() {
+      return address;
+    },
+    registry,
+    status,
+    enginesReady: () => engines.whenReady(),
+    enginePids: () => engines.workers().map((w) => w.pid),
+    close() {
+      closing ??= (async () => {
+        await heartbeats?.stop();
+        scheduler?.close();
+        await server.close();
+        await engines.close();
+        for (const close of closers.reverse()) await close();
+      })();
+      return closing;
+    },
+  };
+}
+
+/** The default state folder of an agent. */
+export function defaultAgentDir(stateDir: string): string {
+  return path.join(stateDir, "agent");
+}
