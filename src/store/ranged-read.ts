@@ -31,6 +31,7 @@ export async function* streamWithResume(
       const body = await backend.get(key, position, end, signal);
       end ??= body.objectSize;
       for await (const chunk of body.chunks) {
+        signal?.throwIfAborted(); // also for bodies that do not watch the signal themselves
         // A server that ignores Range (or sends more) must not push bytes past the range.
         const piece = chunk.byteLength > end - position ? chunk.subarray(0, end - position) : chunk;
         if (piece.byteLength === 0) continue;
