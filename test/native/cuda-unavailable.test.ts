@@ -18,7 +18,7 @@ test("CUDA is reported unavailable here, with the reason", async (t) => {
   if (info.available) return t.pass(`a GPU is present (${info.devices[0]?.name}): nothing to check`);
   t.false(info.available);
   t.deepEqual(info.devices, []);
-  t.regex(info.reason, /CUDA runtime library not found \(libcudart\.so\.13|no usable GPU: cudaGetDeviceCount failed with cudaErrorInsufficientDriver \(35\)/);
+  t.regex(info.reason, /CUDA runtime library not found \(tried libcudart\.so\.13, .*\/usr\/local\/cuda\/.*libcudart\.so\): libcudart\.so\.13: cannot open shared object file|no usable GPU: cudaGetDeviceCount failed with cudaErrorInsufficientDriver \(35\)/);
   const err = await t.throwsAsync(requireCuda(), { instanceOf: CudaUnavailableError });
   t.true(err!.message.startsWith("CUDA is not available: "));
   await t.throwsAsync(DeviceMemory.allocate(0, 4096), { instanceOf: CudaUnavailableError });
@@ -79,5 +79,5 @@ test("a library that lacks a symbol thaw uses is not available, and says which",
 test("a library that is not there", (t) => {
   const info = JSON.parse(runAddonChild(probe, { THAW_CUDART: "/nonexistent/libcudart.so.99" }));
   t.false(info.available);
-  t.regex(info.reason, /^CUDA runtime library not found \(\/nonexistent\/libcudart\.so\.99: cannot open shared object file/);
+  t.regex(info.reason, /^CUDA runtime library not found \(tried \/nonexistent\/libcudart\.so\.99\): \/nonexistent\/libcudart\.so\.99: cannot open shared object file/);
 });

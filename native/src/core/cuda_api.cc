@@ -43,10 +43,15 @@ Runtime Load() {
   if (const char* env = std::getenv("THAW_CUDART"); env != nullptr && *env != '\0') {
     candidates.push_back(env);
   } else {
-    candidates = {"libcudart.so.13", "libcudart.so.12", "libcudart.so"};
+    // The loader's search path first, then where the CUDA toolkit installs itself.
+    const char* names[] = {"libcudart.so.13", "libcudart.so.12", "libcudart.so"};
+    for (const char* n : names) candidates.push_back(n);
+    for (const char* dir : {"/usr/local/cuda/lib64/", "/usr/local/cuda/targets/x86_64-linux/lib/"}) {
+      for (const char* n : names) candidates.push_back(std::string(dir) + n);
+    }
   }
   void* lib = nullptr;
-  std::string tried;
+  std::string tried, first_error;
   for (const auto& name : candidates) {
     lib = dlopen(name.c_str(), RTLD_NOW | RTLD_LOCAL);
     if (lib != nullptr) {
@@ -54,11 +59,12 @@ Runtime Load() {
       break;
     }
     const char* err = dlerror();
-    if (!tried.empty()) tried += "; ";
-    tried += err != nullptr ? err : name;
+    if (first_error.empty() && err != nullptr) first_error = err;
+    if (!tried.empty()) tried += ", ";
+    tried += name;
   }
   if (lib == nullptr) {
-    rt.reason = "CUDA runtime library not found (" + tried + ")";
+    rt.reason = "CUDA runtime library not found (tried " + tried + "): " + first_error;
     return rt;
   }
   // Never dlclose: the process keeps the runtime for its life, as CUDA expects.

@@ -82,7 +82,7 @@ struct Runtime {
 
 // Loads and probes once per process (thread-safe); later calls return the same answer.
 // THAW_CUDART, when set, names the library to load instead of the default search
-// (libcudart.so.13, libcudart.so.12, libcudart.so).
+// (libcudart.so.13, libcudart.so.12, libcudart.so; on the loader's path, then in /usr/local/cuda).
 const Runtime& GetRuntime();
 
 // "cudaErrorInsufficientDriver (35): CUDA driver version is insufficient for CUDA runtime version"

@@ -325,7 +325,12 @@ Status Pipeline::Run(PipelineResult* result) {
   }
 
   unsigned threads = options_.threads;
-  if (threads == 0) threads = std::clamp(std::thread::hardware_concurrency(), 4u, 32u);
+  if (threads == 0) {
+    threads = std::clamp(std::thread::hardware_concurrency(), 4u, 32u);
+    bool direct = false;
+    for (auto& c : chunks_) direct |= c->fd_direct >= 0;
+    if (direct) threads = std::max(threads, 16u);  // O_DIRECT waits on the disk: keep it busy
+  }
   bool reads = false;
   for (auto& c : chunks_) reads |= !c->plan.path.empty();
   if (!reads && device_ != nullptr) {
