@@ -41,7 +41,8 @@ export async function* streamWithResume(
       }
       if (position < end) throw new ShortReadError(`${backend.location}: ${key} ended at byte ${position} of ${end}`);
     } catch (error) {
-      if (signal?.aborted || !isTransientError(error)) throw error;
+      signal?.throwIfAborted(); // the caller's abort, not whatever the torn-down stream said
+      if (!isTransientError(error)) throw error;
       failures = position > before ? 1 : failures + 1;
       if (failures >= options.attempts) throw error;
       await sleep(backoffDelay(failures, options), undefined, { signal });

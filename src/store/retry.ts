@@ -55,7 +55,8 @@ export async function withRetry<T>(
     try {
       return await operation(attempt);
     } catch (error) {
-      if (attempt >= options.attempts || signal?.aborted || !isTransientError(error)) throw error;
+      signal?.throwIfAborted();
+      if (attempt >= options.attempts || !isTransientError(error)) throw error;
       await sleep(backoffDelay(attempt, options), undefined, { signal });
     }
   }

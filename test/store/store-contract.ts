@@ -173,6 +173,25 @@ export function storeContract(test: TestFn, target: ContractTarget): void {
     t.false((await rawKeys()).some((k) => k.includes("org--m@main")));
   });
 
+  test(title("a read stopped early or aborted ends cleanly"), async (t) => {
+    const { store } = await target.store();
+    const files = sampleFiles();
+    await putCheckpoint(store, "org--m@main", files, Buffer.from("i"));
+    for await (const piece of store.readRange("org--m@main", "chunk-00000.bin", 0)) {
+      t.true(piece.length > 0);
+      break;
+    }
+    const controller = new AbortController();
+    let pieces = 0;
+    const reading = (async () => {
+      for await (const _ of store.readRange("org--m@main", "chunk-00000.bin", 0, undefined, controller.signal)) {
+        if (++pieces === 1) controller.abort();
+      }
+    })();
+    await t.throwsAsync(reading, { any: true, name: "AbortError" });
+    t.true(Buffer.from(await store.read("org--m@main", "chunk-00001.bin")).equals(files["chunk-00001.bin"]));
+  });
+
   test(title("absent files and checkpoints are NotFoundError or undefined"), async (t) => {
     const { store } = await target.store();
     await putCheckpoint(store, "org--m@main", { "chunk-00000.bin": randomBytes(10) }, Buffer.from("i"));
