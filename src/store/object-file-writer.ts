@@ -25,9 +25,6 @@ export class ObjectFileWriter implements StoreObjectWriter {
     /** Aborted when the whole checkpoint write is aborted. */
     private readonly signal: AbortSignal,
   ) {
-    if (options.partSize < backend.minPartSize) {
-      throw new RangeError(`${backend.location}: part size ${options.partSize} is below the service minimum ${backend.minPartSize}`);
-    }
     this.buffer = Buffer.allocUnsafe(options.partSize);
   }
 

@@ -44,6 +44,9 @@ export class ObjectStore implements CheckpointStore {
     this.location = backend.location;
     this.layout = new ObjectLayout(prefix);
     this.transfer = resolveTransferOptions(options.transfer);
+    if (this.transfer.partSize < backend.minPartSize) {
+      throw new RangeError(`${backend.location}: part size ${this.transfer.partSize} is below the service's minimum of ${backend.minPartSize} bytes`);
+    }
     this.warn = options.warn ?? ((message) => process.emitWarning(message, "ThawStoreWarning"));
   }
 

@@ -119,6 +119,13 @@ test("an overwrite keeps the old checkpoint readable until the flip; readers the
   t.is(Buffer.from(await reader.read("org--m@main", "model.idx")).toString(), "v2");
 });
 
+test("a part size below S3's 5 MiB minimum is refused up front", (t) => {
+  t.throws(() => new S3Store(`s3://${BUCKET}/x`, { env: {}, region: "us-east-1", transfer: { partSize: 1 << 20 } }), {
+    instanceOf: RangeError,
+    message: /minimum/,
+  });
+});
+
 test("a store at the bucket root (no prefix) works", async (t) => {
   const bucket = "thaw-s3-root";
   await admin.send(new CreateBucketCommand({ Bucket: bucket }));
