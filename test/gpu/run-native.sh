@@ -44,7 +44,7 @@ for step in $steps; do
       timeout 240 $NODE .device/native-ipc-load.mjs --dir "$data/thaw-ipc-test" --python python3 2>&1 | tee "$OUT/ipc.log"
       ;;
     bench)
-      NODE=$NODE BENCH_JS=.device/bench.mjs PYTHON=python3 timeout 540 sh bench/load/run.sh --layers 32 --gpu --sweep \
+      NODE=$NODE BENCH_JS=.device/bench.mjs PYTHON=python3 timeout 500 sh bench/load/run.sh --layers 32 --gpu --sweep \
         --dir "$data/thaw-bench-model" --out "$OUT/bench.json" 2>&1 | tee "$OUT/bench.log"
       ;;
   esac
