@@ -36,6 +36,7 @@ test.before(async () => {
       "org/gated": { folder: path.join(models, "single"), access: "gated" },
       "org/pickle": { folder: pickle },
       "org/noconfig": { folder: noConfig },
+      "org/mirror": { folder: path.join(models, "single"), listingWithoutSha: true },
     },
   });
 });
@@ -91,6 +92,14 @@ test.serial("a sharded Hub repository converts byte for byte, through a CDN redi
   t.is(downloads.at(-1)!.bytesDone, downloads.at(-1)!.bytesTotal);
   // downloads are removed after a successful conversion
   await t.throwsAsync(stat(hubCacheFolder(o.cacheDir, "org/sharded", hub.sha("org/sharded"))));
+});
+
+test.serial("without a commit in the listing, x-repo-commit pins the downloads", async (t) => {
+  const before = hub.requests.length;
+  const index = await convertModel(await options({ source: "org/mirror" }));
+  t.is(index.source?.revision, hub.sha("org/mirror"));
+  const weights = hub.requests.slice(before).filter((r) => r.path.endsWith("/model.safetensors"));
+  t.deepEqual(weights.map((r) => r.path), [`/org/mirror/resolve/${hub.sha("org/mirror")}/model.safetensors`]);
 });
 
 test.serial("the token is sent as Bearer: private repos need it, gated ones answer 403", async (t) => {

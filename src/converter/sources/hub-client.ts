@@ -120,12 +120,12 @@ export class HubClient {
     return { sha: typeof json.sha === "string" ? json.sha : "", files };
   }
 
-  /** Fetches a small file (a JSON index) into memory. */
-  async fetchSmall(repo: string, revision: string, file: string): Promise<Uint8Array> {
+  /** Fetches a small file (a JSON index) into memory, with the commit the Hub resolved `revision` to (x-repo-commit). */
+  async fetchSmall(repo: string, revision: string, file: string): Promise<{ data: Uint8Array; commit?: string }> {
     const what = `downloading ${repo}/${file}@${revision}`;
     return this.retrying(what, async () => {
-      const { res } = await this.request(this.resolveUrl(repo, revision, file), what);
-      return new Uint8Array(await this.readSmall(res, what));
+      const { res, commit } = await this.request(this.resolveUrl(repo, revision, file), what);
+      return { data: new Uint8Array(await this.readSmall(res, what)), commit };
     });
   }
 
@@ -231,11 +231,12 @@ export class HubClient {
     url: string,
     what: string,
     range?: string,
-  ): Promise<{ res: Response; linkedEtag?: string; linkedSize?: number }> {
+  ): Promise<{ res: Response; linkedEtag?: string; linkedSize?: number; commit?: string }> {
     const origin = new URL(url).origin;
     let current = url;
     let linkedEtag: string | undefined;
     let linkedSize: number | undefined;
+    let commit: string | undefined;
     for (let hop = 0; hop < 8; hop++) {
       const headers: Record<string, string> = { "user-agent": "thaw-converter" };
       if (range !== undefined) headers.range = range;
@@ -250,6 +251,7 @@ export class HubClient {
       // The Hub's own headers describe the file even when the bytes come from a CDN.
       linkedEtag ??= sha256Etag(res.headers.get("x-linked-etag") ?? res.headers.get("etag"));
       linkedSize ??= numberHeader(res, "x-linked-size");
+      commit ??= res.headers.get("x-repo-commit") ?? undefined;
       if (REDIRECTS.has(res.status)) {
         const location = res.headers.get("location");
         await res.body?.cancel();
@@ -257,7 +259,7 @@ export class HubClient {
         current = new URL(location, current).href;
         continue;
       }
-      if (res.ok || res.status === 416) return { res, linkedEtag, linkedSize };
+      if (res.ok || res.status === 416) return { res, linkedEtag, linkedSize, commit };
       const detail = res.headers.get("x-error-message");
       await res.body?.cancel();
       throw this.statusError(res.status, what, detail);

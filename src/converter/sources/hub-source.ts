@@ -37,18 +37,20 @@ export async function resolveHubSource(repo: string, revision: string, options: 
   checkRevision(revision);
   const client = new HubClient(options.hub ?? {}, options.signal);
   const listing = await client.list(repo, revision);
-  const commit = listing.sha !== "" ? listing.sha : revision;
-  checkRevision(commit);
   const location = `${repo}@${revision} on ${client.endpoint}`;
   const top = new Map<string, HubFile>();
   for (const f of listing.files) if (!f.name.includes("/")) top.set(f.name, f);
   const layout = chooseWeightFiles([...top.keys()].sort(), location);
+  // Pin every download to one commit: the listing's, else the one config.json resolves to.
+  let commit = listing.sha;
+  if (commit === "") commit = (await client.fetchSmall(repo, revision, "config.json")).commit ?? revision;
+  checkRevision(commit);
   const folder = hubCacheFolder(client.cacheDir, repo, commit);
 
   let shardIndex: ShardIndex | undefined;
   let weightNames: string[];
   if (layout.kind === "indexed") {
-    shardIndex = parseShardIndex(await client.fetchSmall(repo, commit, layout.indexFile), `${repo}/${layout.indexFile}`);
+    shardIndex = parseShardIndex((await client.fetchSmall(repo, commit, layout.indexFile)).data, `${repo}/${layout.indexFile}`);
     weightNames = shardIndex.files;
     for (const shard of weightNames) {
       if (!top.has(shard)) throw new ConnectError(`${repo}/${layout.indexFile} names shard ${shard}, which the repository does not have`, Code.InvalidArgument);

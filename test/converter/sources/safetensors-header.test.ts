@@ -19,11 +19,11 @@ function refuses(t: import("ava").ExecutionContext, fn: () => unknown, message: 
 
 test("a valid header parses, tensors in data order, metadata kept", (t) => {
   const header = {
-      b: { dtype: "BF16", shape: [2, 3], data_offsets: [8, 20] },
-      a: { dtype: "F8_E4M3", shape: [8], data_offsets: [0, 8] },
-      s: { dtype: "F64", shape: [], data_offsets: [20, 28] },
-      e: { dtype: "BOOL", shape: [0], data_offsets: [28, 28] },
-      __metadata__: { format: "pt" },
+    b: { dtype: "BF16", shape: [2, 3], data_offsets: [8, 20] },
+    a: { dtype: "F8_E4M3", shape: [8], data_offsets: [0, 8] },
+    s: { dtype: "F64", shape: [], data_offsets: [20, 28] },
+    e: { dtype: "BOOL", shape: [0], data_offsets: [28, 28] },
+    __metadata__: { format: "pt" },
   };
   const h = parse(header, 28);
   t.deepEqual(h.tensors.map((x) => x.name), ["a", "b", "s", "e"]);
