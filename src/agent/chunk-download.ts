@@ -136,7 +136,8 @@ export class ChunkDownloader {
           onProgress({ fileName: chunk.fileName, bytesDone: total, bytesTotal: total, source: "cache", complete: true });
           continue;
         }
-        bytes += await this.fetchChunk(ref, key, chunk, sources, onProgress, signal);
+        const received = await this.fetchChunk(ref, key, chunk, sources, onProgress, signal);
+        bytes += received;
       }
     };
     await Promise.all(Array.from({ length: Math.min(this.concurrency, chunks.length) }, worker));
@@ -195,9 +196,10 @@ export class ChunkDownloader {
       let crc = offset > 0 ? await fileCrc(part, offset) : 0;
       let received = 0;
       const errors: string[] = [];
+      let order = [...sources];
+      let mismatch = false;
       for (let round = 0; round < 2; round++) {
-        // A second round (after a checksum mismatch) starts from scratch and from another source first.
-        const order = round === 0 ? sources : [...sources.slice(1), sources[0]];
+        const contributed = new Set<ChunkSource>();
         for (const source of order) {
           for (let attempt = 0; attempt < this.attempts && offset < length; attempt++) {
             signal?.throwIfAborted();
@@ -214,6 +216,7 @@ export class ChunkDownloader {
                 crc = await crc32c(data, crc);
                 offset += data.byteLength;
                 received += data.byteLength;
+                contributed.add(source);
                 onProgress({ fileName: name, bytesDone: offset, bytesTotal: length, source: source.name, complete: false });
               }
               if (offset < length) errors.push(`${source.name} ended ${name} at byte ${offset} of ${length}`);
@@ -224,7 +227,7 @@ export class ChunkDownloader {
               this.options.log?.(`fetching ${key}/${name} from ${source.name} at byte ${offset}: ${(err as Error).message}`);
             }
             if (offset > before) attempt = -1; // progress made: the attempts start over
-            if (offset < length && attempt >= 0) await delay(50 * (attempt + 1), signal);
+            else await delay(50 * (attempt + 1), signal);
           }
           if (offset >= length) break;
         }
@@ -233,16 +236,19 @@ export class ChunkDownloader {
           await handle.close();
           handle = undefined;
           await this.disk.commitChunk(key, chunk, part, release);
-          onProgress({ fileName: name, bytesDone: length, bytesTotal: length, source: sources[0].name, complete: true });
+          onProgress({ fileName: name, bytesDone: length, bytesTotal: length, source: [...contributed].at(-1)?.name ?? "cache", complete: true });
           return received;
         }
+        // Wrong bytes: start over, asking the sources that sent none of them first.
+        mismatch = true;
         this.options.log?.(`${key}/${name}: checksum mismatch (crc32c ${crc}, index ${expected}); fetching it again`);
         errors.push(`checksum mismatch on ${name}`);
         await handle.truncate(0);
         offset = 0;
         crc = 0;
+        order = [...sources.filter((s) => !contributed.has(s)), ...sources.filter((s) => contributed.has(s))];
       }
-      throw new ConnectError(`could not fetch ${key}/${name}: ${errors.slice(-4).join("; ")}`, offset >= length ? Code.DataLoss : Code.Unavailable);
+      throw new ConnectError(`could not fetch ${key}/${name}: ${errors.slice(-4).join("; ")}`, mismatch ? Code.DataLoss : Code.Unavailable);
     } finally {
       await handle?.close();
       release();

@@ -5,7 +5,8 @@
 // (zero copy); on a GPU the worker allocates device memory, exports a CUDA IPC handle and the
 // native module copies into it (straight from disk through the pool when the model is not in DRAM).
 import { Code, ConnectError } from "@connectrpc/connect";
-import type { CheckpointIndex, CheckpointRef, ChunkEntry } from "../gen/thaw/checkpoint/v1/checkpoint_pb.js";
+import { create } from "@bufbuild/protobuf";
+import { type CheckpointIndex, type CheckpointRef, CheckpointRefSchema, type ChunkEntry } from "../gen/thaw/checkpoint/v1/checkpoint_pb.js";
 import { Tier } from "../gen/thaw/agent/v1/agent_pb.js";
 import { modelKey } from "../checkpoint/model-key.js";
 import { DeviceMemory, NativeError, type PoolRegion, checkpointLayout, copyToDevice, loadCheckpoint } from "../native/index.js";
@@ -82,6 +83,11 @@ export function refKey(ref: CheckpointRef | undefined): string {
   return modelKey(ref.modelId, ref.revision);
 }
 
+/** The ref with its revision filled in. */
+export function normalRef(ref: CheckpointRef): CheckpointRef {
+  return ref.revision ? ref : create(CheckpointRefSchema, { modelId: ref.modelId, revision: "main" });
+}
+
 export class ModelLoader {
   private readonly flights = new SharedFlights<LoadProgress, LoadResult>();
   /** What a load needs beyond the chunks, kept in memory (the disk copy may be evicted later). */
@@ -116,8 +122,9 @@ export class ModelLoader {
   }
 
   /** Loads `ref` onto an engine (sharing a running load of the same model). */
-  load(ref: CheckpointRef, options: LoadOptions, onProgress?: (p: LoadProgress) => void, signal?: AbortSignal): Promise<LoadResult> {
-    const key = refKey(ref);
+  load(given: CheckpointRef, options: LoadOptions, onProgress?: (p: LoadProgress) => void, signal?: AbortSignal): Promise<LoadResult> {
+    const key = refKey(given);
+    const ref = normalRef(given);
     const resident = this.residentResult(key);
     this.deps.metrics.lookup(resident !== undefined);
     if (resident !== undefined) return Promise.resolve(resident);
@@ -418,13 +425,14 @@ export class ModelLoader {
 
   /** DownloadChunks: fetches chunks (all when `fileNames` is empty) into the disk tier. */
   async downloadChunks(
-    ref: CheckpointRef,
+    given: CheckpointRef,
     fileNames: readonly string[],
     peers: readonly string[],
     onProgress: (p: ChunkProgress) => void,
     signal?: AbortSignal,
   ): Promise<void> {
-    const key = refKey(ref);
+    const key = refKey(given);
+    const ref = normalRef(given);
     const unpin = this.deps.disk.pin(key);
     try {
       const sources = this.deps.sources(peers);
