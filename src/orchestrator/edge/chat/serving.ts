@@ -1,0 +1,106 @@
+// Chat completions: the scheduler's per-choice output as OpenAI's chat.completion object, or as
+// its chat.completion.chunk event stream (role first, content deltas, a finish chunk per choice,
+// the usage chunk when asked for, [DONE] last; a failure after the stream began goes in-band).
+import type { EdgeBackend, ChoiceOutput } from "../backend.js";
+import { completionId, finishReasonName, unixSeconds, UsageTally } from "../choices.js";
+import { toOpenAIError } from "../errors.js";
+import { sendJson, SseWriter, type EdgeResponse } from "../http.js";
+import { chatLogprobs, type ChatTokenLogprob } from "../logprobs.js";
+import type { ChatRequest } from "./protocol.js";
+
+export async function serveChat(backend: EdgeBackend, chat: ChatRequest, res: EdgeResponse, headers: Record<string, string>, signal: AbortSignal): Promise<void> {
+  const controller = new AbortController();
+  const onAbort = () => controller.abort(signal.reason);
+  signal.addEventListener("abort", onAbort, { once: true });
+  try {
+    const stream = backend.chat(chat.request, controller.signal);
+    if (chat.stream) await streamChat(stream, chat, res, headers);
+    else await completeChat(stream, chat, res, headers);
+  } finally {
+    signal.removeEventListener("abort", onAbort);
+    controller.abort();
+  }
+}
+
+async function completeChat(stream: AsyncIterable<ChoiceOutput>, chat: ChatRequest, res: EdgeResponse, headers: Record<string, string>): Promise<void> {
+  const choices = Array.from({ length: chat.n }, () => ({ text: "", finish: null as string | null, logprobs: [] as ChatTokenLogprob[] }));
+  const usage = new UsageTally();
+  const top = chat.topLogprobs;
+  for await (const out of stream) {
+    const c = choices[out.index];
+    c.text += out.text;
+    if (top !== undefined && out.tokens.length > 0) c.logprobs.push(...chatLogprobs(out.tokens, top));
+    if (out.usage) usage.add(0, out.usage);
+    const finish = finishReasonName(out.finishReason);
+    if (finish !== null) c.finish = finish;
+  }
+  sendJson(
+    res,
+    200,
+    {
+      id: completionId("chatcmpl"),
+      object: "chat.completion",
+      created: unixSeconds(),
+      model: chat.model,
+      choices: choices.map((c, index) => ({
+        index,
+        message: { role: "assistant", content: c.text, refusal: null },
+        logprobs: top === undefined ? null : { content: c.logprobs },
+        finish_reason: c.finish,
+      })),
+      usage: usage.toJSON(),
+    },
+    headers,
+  );
+}
+
+async function streamChat(stream: AsyncIterable<ChoiceOutput>, chat: ChatRequest, res: EdgeResponse, headers: Record<string, string>): Promise<void> {
+  const iterator = stream[Symbol.asyncIterator]();
+  // The first output decides the status: errors before it (404, 429, 503, …) are plain HTTP errors.
+  let next = await iterator.next();
+  const sse = new SseWriter(res);
+  sse.start(headers);
+  const id = completionId("chatcmpl");
+  const created = unixSeconds();
+  const model = chat.model;
+  const withUsage = chat.includeUsage;
+  const top = chat.topLogprobs;
+  const chunk = (choice: Record<string, unknown>) =>
+    withUsage
+      ? { id, object: "chat.completion.chunk", created, model, choices: [choice], usage: null }
+      : { id, object: "chat.completion.chunk", created, model, choices: [choice] };
+  const usage = new UsageTally();
+  const started = new Set<number>();
+  try {
+    while (!next.done) {
+      const out = next.value;
+      const events: unknown[] = [];
+      if (!started.has(out.index)) {
+        started.add(out.index);
+        events.push(chunk({ index: out.index, delta: { role: "assistant", content: "" }, logprobs: null, finish_reason: null }));
+      }
+      if (out.text !== "" || (top !== undefined && out.tokens.length > 0)) {
+        events.push(
+          chunk({
+            index: out.index,
+            delta: { content: out.text },
+            logprobs: top === undefined ? null : { content: chatLogprobs(out.tokens, top) },
+            finish_reason: null,
+          }),
+        );
+      }
+      const finish = finishReasonName(out.finishReason);
+      if (finish !== null) {
+        usage.add(0, out.usage);
+        events.push(chunk({ index: out.index, delta: {}, logprobs: null, finish_reason: finish }));
+      }
+      sse.sendAll(events);
+      next = await iterator.next();
+    }
+    if (withUsage) sse.send({ id, object: "chat.completion.chunk", created, model, choices: [], usage: usage.toJSON() });
+  } catch (err) {
+    if (res.destroyed) return;
+    sse.send(toOpenAIError(err).body());
+  }
+  if (!res.destroyed) sse.done();
+}

@@ -1,0 +1,136 @@
+// The edge's HTTP router: OpenAI's REST endpoints plus health, readiness and metrics, mounted as
+// the fallback of the one-port server (RPCs never reach it). HTTP glue only: protocols and
+// serving live beside it, per endpoint. Every response carries x-request-id; a client that goes
+// away cancels its generation.
+import { createHash, randomUUID, timingSafeEqual } from "node:crypto";
+import type { Registry } from "prom-client";
+import type { OrchestratorMetrics } from "../metrics.js";
+import type { EdgeBackend } from "./backend.js";
+import { parseChatRequest } from "./chat/protocol.js";
+import { serveChat } from "./chat/serving.js";
+import { parseCompletionRequest } from "./completions/protocol.js";
+import { serveCompletion } from "./completions/serving.js";
+import { invalidApiKey, modelNotFound, OpenAIError, toOpenAIError, unknownUrl } from "./errors.js";
+import { clientGone, readJson, sendJson, sendText, type EdgeRequest, type EdgeResponse } from "./http.js";
+import { modelList, modelObject } from "./models.js";
+
+export interface EdgeOptions {
+  backend: EdgeBackend;
+  metrics: OrchestratorMetrics;
+  /** The registry /metrics shows. */
+  registry: Registry;
+  /** API keys accepted on /v1/* as `Authorization: Bearer <key>`; empty: no key needed. */
+  apiKeys?: readonly string[];
+  log?: (line: string) => void;
+}
+
+const REQUEST_ID = /^[\w.:@/+=-]{1,200}$/;
+
+export class Edge {
+  private readonly keyDigests: Buffer[];
+  private readonly log: (line: string) => void;
+
+  constructor(private readonly options: EdgeOptions) {
+    this.keyDigests = (options.apiKeys ?? []).filter((k) => k !== "").map(digest);
+    this.log = options.log ?? (() => {});
+  }
+
+  /** The fallback handler for startServer. */
+  readonly handle = (req: EdgeRequest, res: EdgeResponse): void => {
+    const given = req.headers["x-request-id"];
+    const requestId = typeof given === "string" && REQUEST_ID.test(given) ? given : randomUUID();
+    res.setHeader("x-request-id", requestId);
+    const url = req.url ?? "/";
+    const q = url.indexOf("?");
+    const path = q === -1 ? url : url.slice(0, q);
+    const endpoint = endpointOf(path);
+    res.once("finish", () => this.options.metrics.httpRequests.inc({ endpoint, status: String(res.statusCode) }));
+    this.route(req, res, path, requestId).catch((err) => this.fail(res, err, path));
+  };
+
+  private async route(req: EdgeRequest, res: EdgeResponse, path: string, requestId: string): Promise<void> {
+    const method = req.method ?? "GET";
+    if (path === "/health") return void this.only(method, ["GET", "HEAD"], () => sendJson(res, 200, { status: "ok" }));
+    if (path === "/ready") {
+      return void this.only(method, ["GET", "HEAD"], () => {
+        const ready = this.options.backend.ready();
+        sendJson(res, ready ? 200 : 503, ready ? { status: "ready" } : { status: "not ready", reason: "no live agent yet" });
+      });
+    }
+    if (path === "/metrics") {
+      this.only(method, ["GET"], () => undefined);
+      const text = await this.options.registry.metrics();
+      return sendText(res, 200, text, this.options.registry.contentType);
+    }
+    if (path !== "/v1" && !path.startsWith("/v1/")) throw unknownUrl(method, path);
+    this.authorize(req);
+    const headers = { "x-request-id": requestId };
+    if (path === "/v1/models") {
+      this.only(method, ["GET"], () => undefined);
+      return sendJson(res, 200, modelList(this.options.backend.listModels()), headers);
+    }
+    if (path.startsWith("/v1/models/")) {
+      this.only(method, ["GET"], () => undefined);
+      const id = decodeURIComponent(path.slice("/v1/models/".length));
+      const info = this.options.backend.getModel(id);
+      if (info === undefined) throw modelNotFound(id);
+      return sendJson(res, 200, modelObject(info), headers);
+    }
+    if (path === "/v1/chat/completions") {
+      this.only(method, ["POST"], () => undefined);
+      const signal = clientGone(req, res);
+      const chat = parseChatRequest(await readJson(req), requestId);
+      return serveChat(this.options.backend, chat, res, headers, signal);
+    }
+    if (path === "/v1/completions") {
+      this.only(method, ["POST"], () => undefined);
+      const signal = clientGone(req, res);
+      const completion = parseCompletionRequest(await readJson(req), requestId);
+      return serveCompletion(this.options.backend, completion, res, headers, signal);
+    }
+    throw unknownUrl(method, path);
+  }
+
+  /** Runs `then` for an allowed method; throws 405 otherwise. */
+  private only(method: string, allowed: string[], then: () => void): void {
+    if (!allowed.includes(method)) {
+      throw new OpenAIError(405, `Method ${method} is not allowed here; use ${allowed.join(" or ")}`, "invalid_request_error", null, "method_not_allowed", {
+        allow: allowed.join(", "),
+      });
+    }
+    then();
+  }
+
+  private authorize(req: EdgeRequest): void {
+    if (this.keyDigests.length === 0) return;
+    const header = req.headers.authorization;
+    const m = typeof header === "string" ? /^Bearer\s+(.+)$/i.exec(header.trim()) : null;
+    if (m === null) throw invalidApiKey();
+    const given = digest(m[1]);
+    let ok = false;
+    for (const d of this.keyDigests) ok = timingSafeEqual(given, d) || ok;
+    if (!ok) throw invalidApiKey();
+  }
+
+  private fail(res: EdgeResponse, err: unknown, path: string): void {
+    const e = toOpenAIError(err, path === "/v1/completions" ? "prompt" : "messages");
+    if (e.status >= 500 && e.status !== 503) this.log(`${path}: ${e.status} ${e.message}`);
+    if (res.headersSent) {
+      // A stream that already began reports in-band (the serving modules do); anything else is cut.
+      if (!res.writableEnded) res.destroy();
+      return;
+    }
+    if (res.destroyed) return;
+    sendJson(res, e.status, e.body(), e.headers);
+  }
+}
+
+function digest(key: string): Buffer {
+  return createHash("sha256").update(key).digest();
+}
+
+function endpointOf(path: string): string {
+  if (path === "/v1/chat/completions" || path === "/v1/completions" || path === "/v1/models" || path === "/health" || path === "/ready" || path === "/metrics") return path;
+  if (path.startsWith("/v1/models/")) return "/v1/models/{id}";
+  return "other";
+}

@@ -1,0 +1,103 @@
+// Agents as the scheduler knows them: soft state rebuilt from heartbeats. An agent whose
+// heartbeats stop for longer than the expiry is not placed on; one that failed a call is "suspect"
+// (not placed on) until a status probe answers again; one silent for much longer is forgotten.
+import { Code, ConnectError } from "@connectrpc/connect";
+import type { AgentStatus } from "../../gen/thaw/agent/v1/agent_pb.js";
+
+export interface AgentRecord {
+  readonly id: string;
+  status: AgentStatus;
+  lastHeartbeatMs: number;
+  firstSeenMs: number;
+  /** Why the agent is not placed on after a failed call (cleared by a successful probe), or undefined. */
+  suspect?: string;
+}
+
+export interface AgentRegistryOptions {
+  /** Heartbeats older than this make an agent expired. */
+  expiryMs: number;
+  /** Expired agents are dropped from listings after this long without a heartbeat. */
+  forgetMs: number;
+  now?: () => number;
+}
+
+export class AgentRegistry {
+  private readonly agents = new Map<string, AgentRecord>();
+  private readonly listeners = new Set<() => void>();
+  private readonly now: () => number;
+
+  constructor(private readonly options: AgentRegistryOptions) {
+    this.now = options.now ?? Date.now;
+  }
+
+  /** Records a heartbeat; returns the record. */
+  heartbeat(status: AgentStatus): AgentRecord {
+    const id = status.agentId.trim();
+    if (id === "") throw new ConnectError("heartbeat without agent_id", Code.InvalidArgument);
+    if (status.address.trim() === "") throw new ConnectError(`agent ${id}: heartbeat without address`, Code.InvalidArgument);
+    const now = this.now();
+    let record = this.agents.get(id);
+    const wasLive = record !== undefined && this.isLive(record);
+    if (record === undefined) {
+      record = { id, status, lastHeartbeatMs: now, firstSeenMs: now };
+      this.agents.set(id, record);
+    } else {
+      record.status = status;
+      record.lastHeartbeatMs = now;
+    }
+    if (!wasLive) this.changed();
+    return record;
+  }
+
+  get(id: string): AgentRecord | undefined {
+    return this.agents.get(id);
+  }
+
+  /** Heartbeat current (suspect or not). */
+  isLive(record: AgentRecord): boolean {
+    return this.now() - record.lastHeartbeatMs <= this.options.expiryMs;
+  }
+
+  /** Live and not suspect: may be placed on. */
+  isUsable(record: AgentRecord): boolean {
+    return record.suspect === undefined && this.isLive(record);
+  }
+
+  /** Every known agent ordered by id, after dropping those silent for longer than forgetMs. */
+  all(): AgentRecord[] {
+    const now = this.now();
+    for (const [id, r] of this.agents) if (now - r.lastHeartbeatMs > this.options.forgetMs) this.agents.delete(id);
+    return [...this.agents.values()].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+  }
+
+  usable(): AgentRecord[] {
+    return this.all().filter((r) => this.isUsable(r));
+  }
+
+  markSuspect(id: string, reason: string): void {
+    const r = this.agents.get(id);
+    if (r) r.suspect = reason;
+  }
+
+  clearSuspect(id: string): void {
+    const r = this.agents.get(id);
+    if (r && r.suspect !== undefined) {
+      r.suspect = undefined;
+      this.changed();
+    }
+  }
+
+  suspects(): AgentRecord[] {
+    return [...this.agents.values()].filter((r) => r.suspect !== undefined);
+  }
+
+  /** Calls `listener` when an agent becomes usable (a new one, one back from expiry, a cleared suspect). */
+  onUsable(listener: () => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  private changed(): void {
+    for (const l of [...this.listeners]) l();
+  }
+}

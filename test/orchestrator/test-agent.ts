@@ -1,0 +1,288 @@
+// TestAgent: a real AgentService on a loopback port with scripted behaviour (no engine, no
+// tiers), heartbeating to a scheduler like a real agent. Lets scheduler and edge tests control
+// cache levels, bandwidths, queue lengths, token timing and failures, and observe every call.
+import { create } from "@bufbuild/protobuf";
+import { Code, ConnectError, createClient, type ConnectRouter, type HandlerContext } from "@connectrpc/connect";
+import { createGrpcTransport } from "@connectrpc/connect-node";
+import {
+  AgentStatusSchema,
+  EngineState,
+  Tier,
+  type AgentStatus,
+} from "../../src/gen/thaw/agent/v1/agent_pb.js";
+import {
+  AgentService,
+  type DownloadChunksRequest,
+  type InferRequest,
+  type LoadModelRequest,
+  type UnloadModelRequest,
+} from "../../src/gen/thaw/agent/v1/agent_service_pb.js";
+import { FinishReason } from "../../src/gen/thaw/engine/v1/engine_pb.js";
+import { SchedulerService } from "../../src/gen/thaw/scheduler/v1/scheduler_service_pb.js";
+import { startServer, type RunningServer } from "../../src/shared/server.js";
+
+export interface TestAgentOptions {
+  id: string;
+  /** Scheduler base URL to heartbeat to. */
+  scheduler?: string;
+  heartbeatMs?: number;
+  /** Initial cache: model id → tier. */
+  models?: Record<string, Tier>;
+  /** Model size in bytes reported in the cache entries (default 1 GB). */
+  modelBytes?: number;
+  /** Measured bandwidth per tier (bytes/s) reported in heartbeats. */
+  bandwidth?: Partial<Record<Tier, number>>;
+  kvHitRate?: number;
+  /** Extra queue length reported on top of the running requests. */
+  extraQueue?: number;
+  /** Tokens of the reply (default "Hello", ",", " world", "!"); cycled up to max_tokens when it is larger. */
+  reply?: string[];
+  tokenDelayMs?: number;
+  /** Milliseconds a LoadModel takes. */
+  loadMs?: number;
+  maxModelLen?: number;
+}
+
+export interface InferCall {
+  request: InferRequest;
+  signal: AbortSignal;
+  tokensSent: number;
+  done: boolean;
+}
+
+/** A failure to inject into the next Infer: before any token, or after `afterTokens` tokens. */
+export interface InjectedFailure {
+  code: Code;
+  message?: string;
+  afterTokens?: number;
+}
+
+const DEFAULT_REPLY = ["Hello", ",", " world", "!"];
+
+export class TestAgent {
+  readonly id: string;
+  readonly infers: InferCall[] = [];
+  readonly loads: LoadModelRequest[] = [];
+  readonly unloads: UnloadModelRequest[] = [];
+  readonly downloads: DownloadChunksRequest[] = [];
+  readonly failures: InjectedFailure[] = [];
+  /** model id → tier, as reported in heartbeats. */
+  readonly tiers = new Map<string, Tier>();
+  readonly lastUsed = new Map<string, number>();
+  options: TestAgentOptions;
+  heartbeats = 0;
+  private server: RunningServer | undefined;
+  private timer: NodeJS.Timeout | undefined;
+  private running = 0;
+  private beating = false;
+
+  private constructor(options: TestAgentOptions) {
+    this.id = options.id;
+    this.options = options;
+    for (const [model, tier] of Object.entries(options.models ?? {})) this.tiers.set(model, tier);
+  }
+
+  static async start(options: TestAgentOptions): Promise<TestAgent> {
+    const agent = new TestAgent(options);
+    agent.server = await startServer({ routes: (router: ConnectRouter) => router.service(AgentService, agent.impl()) });
+    if (options.scheduler) await agent.beat(options.scheduler);
+    return agent;
+  }
+
+  get address(): string {
+    return `127.0.0.1:${this.server!.port}`;
+  }
+
+  get url(): string {
+    return this.server!.url;
+  }
+
+  get inflight(): number {
+    return this.running;
+  }
+
+  status(): AgentStatus {
+    const o = this.options;
+    return create(AgentStatusSchema, {
+      agentId: this.id,
+      address: this.address,
+      models: [...this.tiers].map(([modelId, tier]) => ({
+        ref: { modelId, revision: "main" },
+        tier,
+        bytes: BigInt(o.modelBytes ?? 1e9),
+        kvHitRate: tier === Tier.GPU ? (o.kvHitRate ?? 0) : 0,
+        idleMs: tier === Tier.GPU && this.running === 0 ? BigInt(Date.now() - (this.lastUsed.get(modelId) ?? Date.now())) : 0n,
+        queueLength: 0,
+      })),
+      tiers: [Tier.GPU, Tier.DRAM, Tier.DISK, Tier.REMOTE].map((tier) => ({
+        tier,
+        totalBytes: 100n << 30n,
+        freeBytes: 50n << 30n,
+        bandwidthBytesPerSecond: o.bandwidth?.[tier] ?? 0,
+      })),
+      engines: [{ engineId: "e0", state: EngineState.SERVING, device: "cpu" }],
+      queueLength: this.running + (o.extraQueue ?? 0),
+      gpuCount: 0,
+    });
+  }
+
+  /** Starts heartbeating to the scheduler at `url` (first heartbeat before returning). */
+  async beat(url: string): Promise<void> {
+    this.beating = true;
+    const client = createClient(SchedulerService, createGrpcTransport({ baseUrl: url }));
+    const send = async () => {
+      try {
+        await client.heartbeat({ status: this.status() });
+        this.heartbeats++;
+      } catch {
+        // the scheduler may be restarting; keep trying
+      }
+    };
+    await send();
+    const loop = () => {
+      this.timer = setTimeout(async () => {
+        if (!this.beating) return;
+        await send();
+        if (this.beating) loop();
+      }, this.options.heartbeatMs ?? 100);
+      this.timer.unref?.();
+    };
+    loop();
+  }
+
+  stopHeartbeats(): void {
+    this.beating = false;
+    if (this.timer) clearTimeout(this.timer);
+  }
+
+  /** Dies: heartbeats stop and every connection is cut (running streams break). */
+  async kill(): Promise<void> {
+    this.stopHeartbeats();
+    await this.server?.close();
+  }
+
+  close(): Promise<void> {
+    return this.kill();
+  }
+
+  private impl() {
+    // eslint-disable-next-line @typescript-eslint/no-this-alias
+    const agent = this;
+    return {
+      async *downloadChunks(req: DownloadChunksRequest) {
+        agent.downloads.push(req);
+        for (const f of req.fileNames) yield { fileName: f, bytesDone: 10n, bytesTotal: 10n, source: "store", complete: true };
+        const model = req.ref!.modelId;
+        if ((agent.tiers.get(model) ?? Tier.REMOTE) === Tier.REMOTE) agent.tiers.set(model, Tier.DISK);
+      },
+      async *readChunk() {},
+      async *loadModel(req: LoadModelRequest, ctx: HandlerContext) {
+        agent.loads.push(req);
+        const model = req.ref!.modelId;
+        const start = agent.tiers.get(model) ?? Tier.REMOTE;
+        const bytes = BigInt(agent.options.modelBytes ?? 1e9);
+        yield { tier: start, bytesDone: 0n, bytesTotal: bytes, startTier: start };
+        if (agent.options.loadMs) await sleep(agent.options.loadMs, ctx.signal);
+        agent.tiers.set(model, Tier.GPU);
+        agent.lastUsed.set(model, Date.now());
+        const seconds = (agent.options.loadMs ?? 0) / 1000;
+        yield { tier: start, bytesDone: bytes, bytesTotal: bytes, ready: true, startTier: start, seconds, engineId: "e0", timings: [{ tier: start, bytes, seconds }] };
+      },
+      async unloadModel(req: UnloadModelRequest) {
+        agent.unloads.push(req);
+        const model = req.ref!.modelId;
+        const was = agent.tiers.get(model);
+        if (was === Tier.GPU) agent.tiers.set(model, Tier.DRAM);
+        return { unloaded: was === Tier.GPU };
+      },
+      getStatus() {
+        return { status: agent.status() };
+      },
+      async *infer(req: InferRequest, ctx: HandlerContext) {
+        const call: InferCall = { request: req, signal: ctx.signal, tokensSent: 0, done: false };
+        agent.infers.push(call);
+        const model = req.ref!.modelId;
+        agent.running++;
+        try {
+          const failure = agent.failures.shift();
+          if (failure !== undefined && (failure.afterTokens ?? 0) === 0) throw new ConnectError(failure.message ?? "injected failure", failure.code);
+          const prompt = promptText(req);
+          const promptTokens = Buffer.byteLength(prompt);
+          const maxLen = agent.options.maxModelLen ?? 4096;
+          if (promptTokens >= maxLen) {
+            throw new ConnectError(`the prompt has ${promptTokens} tokens; this model serves at most ${maxLen - 1} (max_model_len ${maxLen})`, Code.InvalidArgument);
+          }
+          agent.tiers.set(model, Tier.GPU);
+          const reply = agent.options.reply ?? DEFAULT_REPLY;
+          const max = req.sampling?.maxTokens || reply.length;
+          const wantLogprobs = req.sampling?.logprobs ?? false;
+          const top = req.sampling?.topLogprobs ?? 0;
+          let text = req.echo ? prompt : "";
+          let produced = "";
+          let emitted = 0;
+          for (let i = 0; i < max; i++) {
+            if (failure !== undefined && i === failure.afterTokens) throw new ConnectError(failure.message ?? "injected failure", failure.code);
+            if (agent.options.tokenDelayMs) await sleep(agent.options.tokenDelayMs, ctx.signal);
+            ctx.signal.throwIfAborted();
+            const piece = reply[i % reply.length];
+            const id = 100 + (i % reply.length);
+            produced += piece;
+            const stop = req.stop.find((s) => produced.includes(s));
+            const allowed = stop === undefined ? produced.length : produced.indexOf(stop) + (req.includeStopStrInOutput ? stop.length : 0);
+            text += produced.slice(emitted, Math.max(emitted, allowed));
+            emitted = Math.max(emitted, allowed);
+            const token = {
+              tokenId: id,
+              text: piece,
+              logprobs: wantLogprobs
+                ? {
+                    sampled: { tokenId: id, logprob: -0.25, text: piece },
+                    top: Array.from({ length: top }, (_, k) => ({ tokenId: id + k, logprob: -0.25 - k, text: k === 0 ? piece : `alt${k}` })),
+                  }
+                : undefined,
+            };
+            call.tokensSent++;
+            if (stop !== undefined || i === max - 1) {
+              const finishReason = stop !== undefined || !req.sampling?.maxTokens ? FinishReason.STOP : FinishReason.LENGTH;
+              yield { tokens: [token], text, finishReason, stopReason: stop ?? "", usage: { promptTokens, completionTokens: i + 1, cachedTokens: 0 } };
+              call.done = true;
+              return;
+            }
+            yield { tokens: [token], text };
+            text = "";
+          }
+        } finally {
+          agent.running--;
+          agent.lastUsed.set(model, Date.now());
+        }
+      },
+    };
+  }
+}
+
+function promptText(req: InferRequest): string {
+  switch (req.prompt.case) {
+    case "chat":
+      return req.prompt.value.messages.map((m) => m.content).join("\n");
+    case "text":
+      return req.prompt.value;
+    case "tokens":
+      return req.prompt.value.tokenIds.map((id) => String.fromCharCode(97 + (id % 26))).join("");
+    default:
+      return "";
+  }
+}
+
+export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      signal?.removeEventListener("abort", onAbort);
+      resolve();
+    }, ms);
+    const onAbort = () => {
+      clearTimeout(timer);
+      reject(signal!.reason);
+    };
+    signal?.addEventListener("abort", onAbort, { once: true });
+  });
+}
