@@ -188,7 +188,9 @@ export class EngineSupervisor {
     const worker = new EngineWorker(`engine-${slot}-${++this.spawned}`, device, this.options.launch);
     void worker.ready.then(
       () => this.notify(),
-      (err: Error) => this.options.launch.log(err.message),
+      (err: Error) => {
+        if (!this.closed) this.options.launch.log(err.message);
+      },
     );
     void worker.exited.then(() => this.onExit(slot, worker));
     return worker;
@@ -202,7 +204,7 @@ export class EngineSupervisor {
     worker.model = undefined;
     if (model !== undefined) {
       model.release();
-      this.options.onModelGone?.(model, "failed");
+      if (!this.closed) this.options.onModelGone?.(model, "failed");
     }
     if (this.closed || this.slots[slot] !== worker) return;
     this.lastFailure = `engine ${worker.id} (pid ${worker.pid}) ${worker.exitReason}`;

@@ -120,11 +120,16 @@ export async function* inferOnEngine(
     }
     throw new ConnectError(`engine ${worker.id} ended the stream without finishing the sequence`, Code.Unavailable);
   } catch (err) {
-    const reason: unknown = controller.signal.reason;
-    if (!worker.alive) throw worker.deathError();
-    if (controller.signal.aborted && reason instanceof ConnectError) throw reason;
     if (signal.aborted) throw new ConnectError("the request was cancelled", Code.Canceled);
-    throw ConnectError.from(err);
+    const reason: unknown = controller.signal.reason;
+    if (controller.signal.aborted && reason instanceof ConnectError) throw reason;
+    // A broken connection usually means the worker died: its exit is reported a moment later.
+    const e = ConnectError.from(err);
+    const answered = [Code.InvalidArgument, Code.FailedPrecondition, Code.ResourceExhausted, Code.OutOfRange, Code.NotFound];
+    if (!answered.includes(e.code)) await Promise.race([worker.exited, new Promise((r) => setTimeout(r, 1000))]);
+    if (!worker.alive) throw worker.deathError();
+    if (e.code === Code.Canceled || e.code === Code.Aborted) throw new ConnectError(`the stream from engine ${worker.id} broke: ${e.rawMessage}`, Code.Unavailable);
+    throw e;
   } finally {
     signal.removeEventListener("abort", onAbort);
     worker.streams.delete(controller);
