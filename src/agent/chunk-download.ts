@@ -201,7 +201,8 @@ export class ChunkDownloader {
       for (let round = 0; round < 2; round++) {
         const contributed = new Set<ChunkSource>();
         for (const source of order) {
-          for (let attempt = 0; attempt < this.attempts && offset < length; attempt++) {
+          const attempts = source.optional ? 1 : this.attempts;
+          for (let attempt = 0; attempt < attempts && offset < length; attempt++) {
             signal?.throwIfAborted();
             const before = offset;
             try {
@@ -227,7 +228,7 @@ export class ChunkDownloader {
               this.options.log?.(`fetching ${key}/${name} from ${source.name} at byte ${offset}: ${(err as Error).message}`);
             }
             if (offset > before) attempt = -1; // progress made: the attempts start over
-            else await delay(50 * (attempt + 1), signal);
+            else if (attempt + 1 < attempts) await delay(50 * (attempt + 1), signal);
           }
           if (offset >= length) break;
         }

@@ -19,6 +19,8 @@ export class SourceMissError extends Error {
 export interface ChunkSource {
   /** For DownloadChunksResponse.source: "store", "peer host:port", "converter host:port". */
   readonly name: string;
+  /** A cache that may be gone (a peer): one failed attempt and the next source is asked. */
+  readonly optional?: boolean;
   readIndex(ref: CheckpointRef, key: string, signal?: AbortSignal): Promise<CheckpointIndex>;
   readFile(ref: CheckpointRef, key: string, name: string, signal?: AbortSignal): Promise<Uint8Array>;
   /** Bytes [offset, end of file) of a chunk, in pieces. */
@@ -112,6 +114,7 @@ abstract class ReadChunkSource implements ChunkSource {
 /** Another agent's disk tier. */
 export class PeerSource extends ReadChunkSource {
   readonly name: string;
+  readonly optional = true;
   constructor(
     readonly address: string,
     private readonly client: Client<typeof AgentService>,
