@@ -1,0 +1,108 @@
+// thaw orchestrator: the OpenAI edge and the SchedulerService on one port, until SIGINT/SIGTERM.
+import { parseArgs } from "node:util";
+import { DEFAULT_HOST, INTERNAL_TOKEN, STATE_DIR } from "../shared/defaults.js";
+import { DEFAULT_MAX_INFLIGHT_PER_AGENT, DEFAULT_MAX_QUEUE, startOrchestrator } from "../orchestrator/orchestrator.js";
+import { DEFAULT_WEIGHTS } from "../orchestrator/scheduler/placement.js";
+import { DEFAULT_SCHEDULER_OPTIONS } from "../orchestrator/scheduler/scheduler.js";
+import { untilSignal } from "./until-signal.js";
+
+export const EDGE_PORT = 8000;
+
+const USAGE = `usage: thaw orchestrator [options]
+
+Serves the OpenAI API (/v1/chat/completions, /v1/completions, /v1/models, /health, /ready,
+/metrics) and thaw.scheduler.v1.SchedulerService (gRPC, Connect, gRPC-Web, with server
+reflection) on one port. Agents register themselves by heartbeat (thaw agent --scheduler ADDR).
+  --host HOST                 interface to bind (default ${DEFAULT_HOST}; THAW_HOST)
+  --port PORT                 port (default ${EDGE_PORT}; 0 picks a free one)
+  --state-dir DIR             where the model registry (models.json) lives (default ${STATE_DIR}; THAW_HOME)
+  --converter HOST:PORT       ConverterService used to convert models on their first request
+  --model ID[=SOURCE]         register a model at start unless registered (repeatable; SOURCE: Hub id or folder)
+  --api-key KEY               API key required on /v1/* as Bearer (repeatable; also THAW_API_KEYS, comma-separated)
+  --alpha A --beta B --gamma G --delta D
+                              placement weights: score = A·cache_level − B·kv_hit_rate + G·queue_len + D·size/bandwidth
+                              (defaults ${DEFAULT_WEIGHTS.alpha}, ${DEFAULT_WEIGHTS.beta}, ${DEFAULT_WEIGHTS.gamma}, ${DEFAULT_WEIGHTS.delta})
+  --heartbeat-interval MS     interval agents are asked to heartbeat at (default ${DEFAULT_SCHEDULER_OPTIONS.heartbeatIntervalMs})
+  --agent-expiry MS           an agent silent this long is not placed on (default 3 intervals + 500)
+  --keep-alive SECONDS        unload a model idle on a GPU this long (default ${DEFAULT_SCHEDULER_OPTIONS.keepAliveSeconds}; per model: thaw models add --keep-alive)
+  --max-inflight-per-agent N  sequences in flight per agent before requests queue (default ${DEFAULT_MAX_INFLIGHT_PER_AGENT})
+  --max-queue N               requests that may queue; beyond, 429 with Retry-After (default ${DEFAULT_MAX_QUEUE})
+  --max-attempts N            tries per choice when it fails before its first token (default ${DEFAULT_SCHEDULER_OPTIONS.maxAttempts})
+  --agent-wait MS             how long a request waits for an agent when none is live (default ${DEFAULT_SCHEDULER_OPTIONS.agentWaitMs})
+Environment: THAW_INTERNAL_TOKEN (required on RPCs, sent to agents and the converter), THAW_API_KEYS.`;
+
+export const ORCHESTRATOR_OPTIONS = {
+  host: { type: "string", default: DEFAULT_HOST },
+  port: { type: "string", default: String(EDGE_PORT) },
+  "state-dir": { type: "string", default: STATE_DIR },
+  model: { type: "string", multiple: true, default: [] as string[] },
+  "api-key": { type: "string", multiple: true, default: [] as string[] },
+  alpha: { type: "string" },
+  beta: { type: "string" },
+  gamma: { type: "string" },
+  delta: { type: "string" },
+  "heartbeat-interval": { type: "string" },
+  "agent-expiry": { type: "string" },
+  "keep-alive": { type: "string" },
+  "max-inflight-per-agent": { type: "string" },
+  "max-queue": { type: "string" },
+  "max-attempts": { type: "string" },
+  "agent-wait": { type: "string" },
+  help: { type: "boolean", short: "h" },
+} as const;
+
+/** A number flag, or undefined when absent. */
+export function numberFlag(value: unknown, flag: string, { min = 0, integer = false } = {}): number | undefined {
+  if (value === undefined) return undefined;
+  const n = Number(value);
+  if (typeof value !== "string" || value.trim() === "" || !Number.isFinite(n) || n < min || (integer && !Number.isInteger(n))) {
+    throw new TypeError(`--${flag}: ${JSON.stringify(value)} is not ${integer ? "an integer" : "a number"} ≥ ${min}`);
+  }
+  return n;
+}
+
+/** "--model ID[=SOURCE]" → a ModelSpec init. */
+export function modelFlag(text: string): { id: string; source?: string } {
+  const eq = text.indexOf("=");
+  return eq === -1 ? { id: text.trim() } : { id: text.slice(0, eq).trim(), source: text.slice(eq + 1).trim() };
+}
+
+/** API keys from --api-key and THAW_API_KEYS. */
+export function apiKeys(flags: string[]): string[] {
+  const fromEnv = (process.env.THAW_API_KEYS ?? "").split(",").map((k) => k.trim());
+  return [...flags, ...fromEnv].filter((k) => k !== "");
+}
+
+/** The orchestrator options the flags above give. */
+export function orchestratorFlags(values: Record<string, unknown>) {
+  return {
+    host: values.host as string,
+    port: numberFlag(values.port, "port", { integer: true }),
+    stateDir: values["state-dir"] as string,
+    apiKeys: apiKeys((values["api-key"] as string[]) ?? []),
+    models: ((values.model as string[]) ?? []).map(modelFlag),
+    weights: {
+      alpha: numberFlag(values.alpha, "alpha"),
+      beta: numberFlag(values.beta, "beta"),
+      gamma: numberFlag(values.gamma, "gamma"),
+      delta: numberFlag(values.delta, "delta"),
+    },
+    heartbeatIntervalMs: numberFlag(values["heartbeat-interval"], "heartbeat-interval", { min: 10, integer: true }),
+    agentExpiryMs: numberFlag(values["agent-expiry"], "agent-expiry", { min: 10, integer: true }),
+    keepAliveSeconds: numberFlag(values["keep-alive"], "keep-alive", { min: 1, integer: true }),
+    maxInflightPerAgent: numberFlag(values["max-inflight-per-agent"], "max-inflight-per-agent", { min: 1, integer: true }),
+    maxQueue: numberFlag(values["max-queue"], "max-queue", { integer: true }),
+    maxAttempts: numberFlag(values["max-attempts"], "max-attempts", { min: 1, integer: true }),
+    agentWaitMs: numberFlag(values["agent-wait"], "agent-wait", { integer: true }),
+    token: INTERNAL_TOKEN,
+  };
+}
+
+export async function main(args: string[]): Promise<void> {
+  const { values } = parseArgs({ args, options: { ...ORCHESTRATOR_OPTIONS, converter: { type: "string" } } });
+  if (values.help) return void process.stdout.write(USAGE + "\n");
+  const orchestrator = await startOrchestrator({ ...orchestratorFlags(values), converter: values.converter });
+  process.stderr.write(`thaw orchestrator: serving on ${orchestrator.url} (OpenAI API under /v1, SchedulerService, reflection)\n`);
+  await untilSignal();
+  await orchestrator.close();
+}
