@@ -114,7 +114,7 @@ export class ObjectStore implements CheckpointStore {
     if (head === undefined) throw name === INDEX_FILE ? this.missingCheckpoint(modelKey) : this.missingFile(modelKey, name);
     // As on disk: a range past the end yields what there is.
     const end = Math.min(head.size, length === undefined ? head.size : offset + length);
-    yield* readObjectRange(this.backend, key, offset, end, this.transfer, signal);
+    yield* readObjectRange(this.backend, key, offset, end, this.transfer, signal, head.size);
   }
 
   async beginWrite(modelKey: string): Promise<CheckpointWrite> {

@@ -76,10 +76,12 @@ export async function* readObjectRange(
   end: number,
   options: TransferOptions,
   signal?: AbortSignal,
+  /** The object's size when known: a read of all of it then goes as a plain GET (some servers copy for a Range). */
+  objectSize?: number,
 ): AsyncGenerator<Uint8Array> {
   if (end <= start) return;
   if (end - start <= options.rangeSize || options.readConcurrency <= 1) {
-    yield* streamWithResume(backend, key, start, end, options, signal);
+    yield* streamWithResume(backend, key, start, start === 0 && end === objectSize ? undefined : end, options, signal);
     return;
   }
   // Our own controller: stops prefetches when the caller stops early or one piece fails.
