@@ -52,6 +52,11 @@ function statusCode(status: number): Code {
   return Code.Unknown;
 }
 
+/** A float32 field as the decimal it was written as (0.9, not 0.8999999761581421). */
+function decimal(x: number): number {
+  return Number(x.toPrecision(7));
+}
+
 function finish(reason: unknown): FinishReason | undefined {
   if (reason === "stop") return FinishReason.STOP;
   if (reason === "length") return FinishReason.LENGTH;
@@ -256,14 +261,14 @@ export class ExternalRuntime {
     };
     if (s !== undefined) {
       if (s.maxTokens > 0) body.max_tokens = s.maxTokens;
-      if (s.temperature !== undefined) body.temperature = s.temperature;
-      if (s.topP !== undefined) body.top_p = s.topP;
+      if (s.temperature !== undefined) body.temperature = decimal(s.temperature);
+      if (s.topP !== undefined) body.top_p = decimal(s.topP);
       if (s.topK > 0) body.top_k = s.topK;
-      if (s.minP > 0) body.min_p = s.minP;
+      if (s.minP > 0) body.min_p = decimal(s.minP);
       if (s.seed !== undefined) body.seed = Number(s.seed);
-      if (s.presencePenalty !== 0) body.presence_penalty = s.presencePenalty;
-      if (s.frequencyPenalty !== 0) body.frequency_penalty = s.frequencyPenalty;
-      if (s.repetitionPenalty !== undefined) body.repetition_penalty = s.repetitionPenalty;
+      if (s.presencePenalty !== 0) body.presence_penalty = decimal(s.presencePenalty);
+      if (s.frequencyPenalty !== 0) body.frequency_penalty = decimal(s.frequencyPenalty);
+      if (s.repetitionPenalty !== undefined) body.repetition_penalty = decimal(s.repetitionPenalty);
       if (s.minTokens > 0) body.min_tokens = s.minTokens;
       if (s.stopTokenIds.length > 0) body.stop_token_ids = s.stopTokenIds;
       if (s.ignoreEos) body.ignore_eos = true;
