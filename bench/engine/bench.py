@@ -168,6 +168,7 @@ def bench_hf(model: Any, device: str, vocab: int, args: argparse.Namespace, res:
     if args.max_concurrency >= 32:
         res["hf_batch32_tok_s"] = gen(32)
     agree = []
+    cmp["hf_tokens"], cmp["hf_logprobs"] = [], []
     for p, ours in zip(cmp["prompts"], cmp["outputs"]):
         ids = torch.tensor([p], device=device)
         ref = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=len(ours), min_new_tokens=len(ours), do_sample=False, pad_token_id=0)[0, len(p):].tolist()
@@ -175,7 +176,35 @@ def bench_hf(model: Any, device: str, vocab: int, args: argparse.Namespace, res:
         while k < len(ours) and ours[k] == ref[k]:
             k += 1
         agree.append(k)
+        full = torch.tensor([p + ref], device=device)
+        lp = torch.log_softmax(model(full).logits[0, len(p) - 1 : len(p) - 1 + len(ref)].float(), dim=-1)
+        cmp["hf_tokens"].append(ref)
+        cmp["hf_logprobs"].append(lp.cpu())
     res["greedy_agreement_with_hf"] = {"matching_prefix_tokens": agree, "of": [len(o) for o in cmp["outputs"]]}
+
+
+async def teacher_forced(sock: str, cmp: dict[str, Any]) -> dict[str, Any]:
+    """On every context of HF's greedy run, the worker's top-5 log probabilities against HF's."""
+    agree = total = 0
+    max_diff = 0.0
+    margins = []
+    async with grpc.aio.insecure_channel(f"unix:{sock}") as ch:
+        stub = engine_service_pb2_grpc.EngineServiceStub(ch)
+        for p, ref, lp in zip(cmp["prompts"], cmp["hf_tokens"], cmp["hf_logprobs"]):
+            for t, tok in enumerate(ref):
+                msgs = [m async for m in stub.Generate(pb.GenerateRequest(prompt_token_ids=p + ref[:t], sampling=engine_pb2.SamplingParams(
+                    temperature=0.0, max_tokens=1, ignore_eos=True, top_logprobs=5)))]
+                top = [(x.token_id, x.logprob) for m in msgs for pl in m.logprobs for x in pl.top]
+                total += 1
+                hf_top2 = torch.topk(lp[t], 2).values
+                if top and top[0][0] == tok:
+                    agree += 1
+                else:
+                    margins.append(round(float(hf_top2[0] - hf_top2[1]), 4))
+                for tid, v in top:
+                    max_diff = max(max_diff, abs(v - float(lp[t, tid])))
+    return {"steps": total, "argmax_agreement": agree / max(total, 1), "max_abs_logprob_diff_top5": max_diff,
+            "hf_margin_where_different": margins}
 
 
 def main() -> None:
@@ -249,11 +278,13 @@ def main() -> None:
         res["max_model_len"] = lr.max_model_len
         log("benchmarking the worker")
         cmp = asyncio.run(bench_worker(sock, cfg.vocab_size, args, res))
-        stub.Unload(pb.UnloadRequest())
-        if fd is not None:
-            os.close(fd)
         log("benchmarking HF generate")
         bench_hf(model, args.device, cfg.vocab_size, args, res, cmp)
+        log("teacher-forced comparison with HF")
+        res["teacher_forced_vs_hf"] = asyncio.run(teacher_forced(sock, cmp))
+        res["unload_bytes_freed"] = stub.Unload(pb.UnloadRequest()).bytes_freed
+        if fd is not None:
+            os.close(fd)
     finally:
         proc.terminate()
         res["worker_exit_code"] = proc.wait(60)

@@ -3,15 +3,16 @@
 #   1. environment (GPU, torch, transformers, protobuf; python/gen imports with this protobuf);
 #   2. Hugging Face reference fixtures for the tiny models (python/tests/make_fixtures.py);
 #   3. the pytest suite on this machine, CUDA tests included (bf16 agreement -> bf16-agreement.jsonl);
-#   4. the 8B benchmark (bench/engine/bench.py -> bench.json, worker.log).
+#   4. the 8B benchmark (bench/engine/bench.py -> bench.json, worker.log);
+#   5. where a decode step's time goes (bench/engine/step_profile.py -> step_profile.json).
 # Tiny models and their checkpoints travel in .device-engine/{tiny,ckpt}/<arch> (made by the CLI here).
-# Usage: bash bench/engine/gpu_run.sh [stages...]   (stages: env fixtures pytest bench; default all)
+# Usage: bash bench/engine/gpu_run.sh [stages...]   (stages: env fixtures pytest bench profile; default all)
 set -u
 OUT=${OUT:-/tmp/thaw-gpu-out}
 mkdir -p "$OUT"
 D=$PWD/.device-engine
 export PYTHONPATH=$PWD/python:$PWD/python/gen PYTHONUNBUFFERED=1
-stages=${*:-env fixtures pytest bench}
+stages=${*:-env fixtures pytest bench profile}
 stage() { echo; echo "=== $1 ($(date +%T))"; }
 for s in $stages; do
   case $s in
@@ -27,13 +28,19 @@ for s in $stages; do
     ;;
   pytest)
     stage pytest
-    (cd python && THAW_TINY_MODELS="$D/tiny" THAW_TINY_CHECKPOINTS="$D/ckpt" THAW_FIXTURES_DIR="$OUT" THAW_REPORT_DIR="$OUT" \
+    fx=$PWD/python/tests/fixtures
+    [ -f "$OUT/hf-llama.json" ] && fx=$OUT  # fixtures made in this run
+    (cd python && THAW_TINY_MODELS="$D/tiny" THAW_TINY_CHECKPOINTS="$D/ckpt" THAW_FIXTURES_DIR="$fx" THAW_REPORT_DIR="$OUT" \
       timeout 300 python3 -m pytest -q -p no:cacheprovider -rs --durations=8 tests)
     cat "$OUT/bf16-agreement.jsonl" 2>/dev/null
     ;;
   bench)
     stage bench
     timeout 420 python3 bench/engine/bench.py --out "$OUT/bench.json" --worker-log "$OUT/worker.log" ${BENCH_ARGS:-}
+    ;;
+  profile)
+    stage profile
+    timeout 240 python3 bench/engine/step_profile.py --out "$OUT/step_profile.json"
     ;;
   esac
 done

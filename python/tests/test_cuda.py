@@ -47,32 +47,53 @@ def test_padded_graph_rows_do_not_disturb_real_rows(tiny_checkpoints, load_model
     assert torch.allclose(a, b, atol=1e-4)
 
 
+def teacher_forced(lm, prompts, refs) -> dict:
+    """Our logits on each context of transformers' own greedy run: argmax agreement and the largest
+    difference at transformers' top-5 ids."""
+    bs = lm.runner.block_size
+    agree = total = 0
+    max_diff = 0.0
+    near_ties = []
+    for prompt, ref in zip(prompts, refs):
+        for t, tok in enumerate(ref["tokens"]):
+            ctx = list(prompt) + ref["tokens"][:t]
+            blocks = lm.engine.blocks.allocate(-(-len(ctx) // bs))
+            logits = lm.runner.prefill([PrefillItem(ctx, 0, blocks)])[0].float().cpu()
+            lm.engine.blocks.release(blocks)
+            hf = torch.tensor(ref["top_logits"][t])
+            max_diff = max(max_diff, (logits[torch.tensor(ref["top_ids"][t])] - hf).abs().max().item())
+            total += 1
+            if int(torch.argmax(logits)) == tok:
+                agree += 1
+            else:
+                near_ties.append(round(float(hf[0] - hf[1]), 4))  # HF's own margin where we differ
+    return {"steps": total, "argmax_agreement": agree / total, "max_abs_logit_diff_top5": max_diff, "hf_margin_where_different": near_ties}
+
+
 @pytest.mark.parametrize("arch", ARCHS)
 def test_cuda_bfloat16_against_transformers(arch, tiny_checkpoints, load_model):
+    """bf16 on CUDA against transformers' bf16 on CUDA. Free-running greedy outputs part where the
+    top two logits are within bf16 rounding of each other (transformers' own bf16 and float32 runs part
+    just as early), so the check is teacher-forced: on each context of transformers' greedy run, our
+    logits must agree within bf16 tolerance, and our argmax with its argmax except at near ties."""
     fx = load_fixture(arch)
     if "cuda_bfloat16" not in fx:
         pytest.skip("fixtures have no CUDA bfloat16 reference")
     lm = load_model(tiny_checkpoints[arch], device="cuda:0", dtype="bfloat16", kv_bytes=64 << 20)
     outs = lm.engine.generate(fx["prompts"], SamplingOptions(temperature=0.0, max_tokens=fx["new_tokens"], ignore_eos=True))
-    report = Path(os.environ.get("THAW_REPORT_DIR", "/tmp")) / "bf16-agreement.jsonl"
-    per_prompt = []
+    free_run = []
     for out, ref in zip(outs, fx["cuda_bfloat16"]):
         k = 0
         while k < len(ref["tokens"]) and k < len(out.token_ids) and out.token_ids[k] == ref["tokens"][k]:
             k += 1
-        per_prompt.append(k)
-    diffs = []
-    bs = lm.runner.block_size
-    for prompt, ref in zip(fx["prompts"], fx["cuda_bfloat16"]):
-        blocks = lm.engine.blocks.allocate(-(-len(prompt) // bs))
-        logits = lm.runner.prefill([PrefillItem(prompt, 0, blocks)])[0]
-        lm.engine.blocks.release(blocks)
-        ids = torch.tensor(ref["top_ids"][0], device=logits.device)
-        diffs.append((logits[ids].cpu() - torch.tensor(ref["top_logits"][0])).abs().max().item())
+        free_run.append(k)
+    tf = teacher_forced(lm, fx["prompts"], fx["cuda_bfloat16"])
+    report = Path(os.environ.get("THAW_REPORT_DIR", "/tmp")) / "bf16-agreement.jsonl"
     with open(report, "a", encoding="utf-8") as f:
-        f.write(json.dumps({"arch": arch, "matching_prefix_per_prompt": per_prompt, "of": fx["new_tokens"],
-                            "first_step_top5_logit_max_abs_diff": max(diffs)}) + "\n")
-    assert outs[0].token_ids[:4] == fx["cuda_bfloat16"][0]["tokens"][:4]
+        f.write(json.dumps({"arch": arch, "free_run_matching_prefix": free_run, "of": fx["new_tokens"], **tf}) + "\n")
+    assert tf["max_abs_logit_diff_top5"] < 0.125  # a few bf16 steps at logits of 2-4
+    assert tf["argmax_agreement"] >= 0.9
+    assert all(m < 0.1 for m in tf["hf_margin_where_different"])
 
 
 def _worker(tmp: Path) -> tuple[subprocess.Popen, str]:

@@ -169,13 +169,17 @@ def test_padded_decode_batch_equals_unpadded(tiny_checkpoints, load_model):
 
 
 def test_fast_kernels_match_the_reference_arithmetic(tiny_checkpoints, load_model):
-    """The CUDA default (fused RMSNorm where torch has it, 3-kernel rotary) computes the same logits."""
-    from thaw_engine.runner import PrefillItem
+    """The CUDA default (fused RMSNorm where torch has it, 3-kernel rotary, baddbmm attention)
+    computes the same logits."""
+    from thaw_engine.runner import DecodeItem, PrefillItem
 
     lm = load_model(tiny_checkpoints["qwen2"])
     blocks = lm.engine.blocks.allocate(2)
     prompt = [256] + list(range(100, 130))
     ref = lm.runner.prefill([PrefillItem(prompt, 0, blocks)]).clone()
+    items = [DecodeItem(7, len(prompt), blocks), DecodeItem(9, 20, blocks)]
+    ref_dec = lm.runner.decode(items).clone()
     lm.model.fast = True
     fast = lm.runner.prefill([PrefillItem(prompt, 0, blocks)])
     assert torch.allclose(ref, fast, atol=1e-4)
+    assert torch.allclose(ref_dec, lm.runner.decode(items), atol=1e-4)

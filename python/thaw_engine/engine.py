@@ -166,11 +166,31 @@ class Engine:
 
     # ---- loop ---------------------------------------------------------------------------------
 
-    def start(self) -> None:
-        """Runs the step loop in a background thread."""
+    def start(self, warm: Optional[Callable[[], None]] = None) -> None:
+        """Runs the step loop in a background thread. ``warm`` runs first in that thread (CUDA keeps
+        per-thread state such as cuBLAS handles) and start() returns once it has, raising its error."""
         self._stop = False
-        self._thread = threading.Thread(target=self._loop, name="thaw-engine-loop", daemon=True)
+        ready = threading.Event()
+        failure: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                if warm is not None:
+                    warm()
+            except BaseException as e:  # reported to the caller of start()
+                failure.append(e)
+                return
+            finally:
+                ready.set()
+            self._loop()
+
+        self._thread = threading.Thread(target=run, name="thaw-engine-loop", daemon=True)
         self._thread.start()
+        ready.wait()
+        if failure:
+            self._thread.join()
+            self._thread = None
+            raise failure[0]
 
     def stop(self, abort_all: bool = True) -> None:
         """Stops the loop (aborting what is left) and waits for the thread."""

@@ -176,6 +176,23 @@ class LlamaModel:
         out = torch.matmul(probs, v)  # [kvh, b, g, hd]
         return out.transpose(0, 1).reshape(b, cfg.num_heads * hd)
 
+    def _decode_attention_fast(
+        self, q: torch.Tensor, kc: torch.Tensor, vc: torch.Tensor, gather: torch.Tensor, bias: torch.Tensor
+    ) -> torch.Tensor:
+        """As _decode_attention in four kernels: scale, mask and q.k in one baddbmm (bias: 0 / -inf)."""
+        cfg = self.cfg
+        b = q.shape[0]
+        kvh, g, hd = cfg.num_kv_heads, cfg.num_heads // cfg.num_kv_heads, cfg.head_dim
+        length = gather.shape[1]
+        flat = gather.reshape(-1)
+        k = kc.index_select(1, flat).view(kvh * b, length, hd)
+        v = vc.index_select(1, flat).view(kvh * b, length, hd)
+        qg = q.view(b, kvh, g, hd).transpose(0, 1).reshape(kvh * b, g, hd)
+        scores = torch.baddbmm(bias, qg, k.transpose(1, 2), alpha=self.scale)  # [kvh*b, g, L]
+        probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
+        out = torch.bmm(probs, v)  # [kvh*b, g, hd]
+        return out.view(kvh, b, g, hd).transpose(0, 1).reshape(b, cfg.num_heads * hd)
+
     def _prefill_attention(self, q: torch.Tensor, kc: torch.Tensor, vc: torch.Tensor, seqs: list[PrefillSeq]) -> torch.Tensor:
         cfg = self.cfg
         kvh, g, hd = cfg.num_kv_heads, cfg.num_heads // cfg.num_kv_heads, cfg.head_dim
@@ -229,13 +246,16 @@ class LlamaModel:
         sin = (self.sin_signed if self.fast else self.sin).index_select(0, positions)
         rope = rope_fast if self.fast else apply_rope
         decode = meta.block_tables is not None
-        gather = valid = None
+        gather = valid = bias = None
         if decode:
             assert meta.block_tables is not None and meta.context_lens is not None
             bt = meta.block_tables
             offs = torch.arange(block_size, device=bt.device, dtype=bt.dtype)
             gather = (bt[:, :, None] * block_size + offs).reshape(bt.shape[0], -1)
             valid = torch.arange(gather.shape[1], device=bt.device)[None, :] < meta.context_lens[:, None]
+            if self.fast:  # additive mask, one copy per kv head: [kvh * B, 1, L]
+                bias = torch.zeros(valid.shape, dtype=self.dtype, device=bt.device).masked_fill(~valid, float("-inf"))
+                bias = bias.unsqueeze(1).repeat(cfg.num_kv_heads, 1, 1)
         for layer, (kc, vc) in zip(self.layers, kv):
             h = self._norm(x, layer.in_norm)
             q = F.linear(h, layer.q, layer.qb).view(t, cfg.num_heads, cfg.head_dim)
@@ -247,7 +267,10 @@ class LlamaModel:
             vc.index_copy_(1, meta.slot_mapping, v.transpose(0, 1))
             if decode:
                 assert gather is not None and valid is not None
-                a = self._decode_attention(q, kc, vc, gather, valid)
+                if self.fast:
+                    a = self._decode_attention_fast(q, kc, vc, gather, bias)
+                else:
+                    a = self._decode_attention(q, kc, vc, gather, valid)
             else:
                 a = self._prefill_attention(q, kc, vc, meta.prefill)
             x = x + F.linear(a, layer.o, layer.ob)

@@ -203,6 +203,10 @@ class ModelRunner:
             with ctx:
                 out = self._decode_from_flat(flat, b, nb)
             self.graphs.append(_Graph(b, nb, graph, flat, out))
+        for g in self.graphs:  # first launches upload the graphs: do it now, not on the first request
+            fill = self._pack([], g.batch, g.blocks)
+            flat[: fill.numel()].copy_(fill)
+            g.graph.replay()
         torch.cuda.synchronize(self.device)
         self.graph_seconds = time.perf_counter() - t0
         log.info(

@@ -122,7 +122,7 @@ class EngineServicer(engine_service_pb2_grpc.EngineServiceServicer):
             code: Optional[grpc.StatusCode] = None
             detail = ""
             try:
-                loaded = await asyncio.to_thread(self.worker.load, load_request_from_proto(request))
+                loaded = await asyncio.to_thread(self.worker.load, load_request_from_proto(request), True)
             except LoadError as e:
                 code, detail = _status(e.code), str(e)
             except (ConfigError, ModelError, ValueError) as e:
@@ -136,9 +136,7 @@ class EngineServicer(engine_service_pb2_grpc.EngineServiceServicer):
             if code is not None:
                 log.warning("LoadWeights refused: %s %s", code.name, detail)
                 await context.abort(code, detail)
-            engine = loaded.engine
-            engine.dispatch = self._dispatch
-            engine.start()
+            loaded.engine.dispatch = self._dispatch  # the loop thread runs; nothing is dispatched before a request
             return engine_service_pb2.LoadWeightsResponse(
                 seconds=loaded.seconds,
                 max_model_len=loaded.runner.max_model_len,

@@ -18,7 +18,7 @@ from thaw.checkpoint.v1 import checkpoint_pb2
 from .config import ModelConfig, parse_config
 from .engine import Engine, EngineConfig
 from .model import LlamaModel
-from .runner import ModelRunner, PrefillItem
+from .runner import DecodeItem, ModelRunner, PrefillItem
 from .sampling import SampleRow, SamplingOptions, sample
 from .weights import TORCH_DTYPES, LoadedWeights, LoadError, load_from_device, load_from_folder, load_from_host
 
@@ -161,8 +161,9 @@ class Worker:
             return max(free - reserve, 64 << 20)
         return self.options.cpu_kv_cache_bytes
 
-    def load(self, req: LoadRequest) -> LoadedModel:
-        """Builds the model on the weights the request points at; the caller starts the engine."""
+    def load(self, req: LoadRequest, start_engine: bool = False) -> LoadedModel:
+        """Builds the model on the weights the request points at. With start_engine the step loop
+        thread starts (and warms up) before this returns; without, the caller drives the engine."""
         with self._lock:
             if self.loaded is not None:
                 raise LoadError("a model is already loaded; Unload it first", "FAILED_PRECONDITION")
@@ -201,36 +202,47 @@ class Worker:
                 max_len = min(limit, (num_blocks - 1) * self.options.block_size)
                 if max_len < 2:
                     raise LoadError("the KV cache is too small for even one token", "RESOURCE_EXHAUSTED")
+                marks = [("weights", t_weights)]
                 model = LlamaModel(cfg, weights.tensors, dtype, self.device, max_len)
                 if model.converted_bytes:
                     log.warning("weights converted to %s: %d bytes copied", dtype, model.converted_bytes)
                 runner = ModelRunner(model, num_blocks, self.options.block_size, max_len)
-                self._warm(runner)
-                if self.device.type == "cuda" and self.options.cuda_graphs:
-                    runner.capture_graphs(
-                        min(self.options.graph_max_batch, self.options.max_num_seqs),
-                        max_context=self.options.graph_max_context,
-                    )
+                marks.append(("model+kv", time.perf_counter()))
                 engine = Engine(
                     runner,
                     EngineConfig(self.options.max_num_seqs, self.options.max_num_batched_tokens, self.options.enable_prefix_caching),
                     cfg.vocab_size,
                     cfg.eos_token_ids,
                 )
+                self._warm(engine)
+                marks.append(("warm-up", time.perf_counter()))
+                if self.device.type == "cuda" and self.options.cuda_graphs:
+                    runner.capture_graphs(
+                        min(self.options.graph_max_batch, self.options.max_num_seqs),
+                        max_context=self.options.graph_max_context,
+                    )
+                    marks.append(("graphs", time.perf_counter()))
+                if start_engine:
+                    engine.start(warm=(lambda: self._warm(engine)) if self.device.type == "cuda" else None)
+                    marks.append(("engine thread warm-up", time.perf_counter()))
             except BaseException:
                 weights.release()
                 raise
             seconds = time.perf_counter() - t0
             self.loaded = LoadedModel(index.ref, cfg, weights, model, runner, engine, dtype, seconds, alloc_id)
+            prev, parts = t0, []
+            for name, t in marks:
+                parts.append(f"{name} {t - prev:.3f} s")
+                prev = t
             log.info(
-                "loaded %s (%s, %s, %s) from %s: weights %.3f s, model+KV+graphs %.3f s; %d KV blocks of %d, max_model_len %d",
+                "loaded %s (%s, %s, %s) from %s in %.3f s (%s); %d KV blocks of %d, max_model_len %d",
                 index.ref.model_id or "model",
                 cfg.architecture,
                 dtype,
                 self.device,
                 weights.source,
-                t_weights - t0,
-                seconds - (t_weights - t0),
+                seconds,
+                ", ".join(parts),
                 num_blocks - 1,
                 self.options.block_size,
                 max_len,
@@ -238,18 +250,41 @@ class Worker:
             return self.loaded
 
     @torch.no_grad()
-    def _warm(self, runner: ModelRunner) -> None:
-        """One dummy prefill and sample (into the null block) so that no kernel loads on the first request."""
+    def _warm(self, engine: Engine) -> None:
+        """Dummy prefills of a few lengths, an eager decode and every sampling path, so that no
+        kernel loads (and no per-thread handle is made) on the first request. KV written here lands
+        in blocks that are released unhashed."""
+        runner = engine.runner
         bs = runner.block_size
-        logits = runner.prefill([PrefillItem([0] * bs, 0, [0])])
-        logits = torch.cat([logits, runner.prefill([PrefillItem([0], bs - 1, [0])])])
-        rows = [
-            SampleRow(SamplingOptions(temperature=0.0, logprobs=True, top_logprobs=2), 0, 0, [0], []),
-            SampleRow(SamplingOptions(top_p=0.9, top_k=5, min_p=0.01, repetition_penalty=1.1, presence_penalty=0.1), 1, 0, [0], [0]),
-        ]
-        sample(logits, rows)
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
+        # CPU kernels need no warming beyond one pass; CUDA loads kernels lazily, per shape class
+        sizes = (bs, 128, 1024) if self.device.type == "cuda" else (bs,)
+        lengths = sorted({min(n, runner.max_model_len - 1) for n in sizes})
+        blocks = engine.blocks.allocate(-(-max(lengths[-1], bs + 1) // bs))
+        if blocks is None:
+            blocks = [0]
+            lengths = [min(bs, runner.max_model_len - 1)]
+        try:
+            outs = [runner.prefill([PrefillItem([0] * n, 0, blocks)]) for n in lengths]
+            outs.append(runner.prefill([PrefillItem([0], bs - 1, blocks)]))  # the cached-prefix (masked) path
+            if len(blocks) > 1:
+                graphs, runner.graphs = runner.graphs, []
+                try:
+                    outs.append(runner.decode([DecodeItem(0, bs, blocks), DecodeItem(0, 3, blocks)]))
+                finally:
+                    runner.graphs = graphs
+                if graphs:
+                    outs.append(runner.decode([DecodeItem(0, bs, blocks)]).clone())
+            logits = torch.cat(outs[-2:])[:2]
+            rows = [
+                SampleRow(SamplingOptions(temperature=0.0, logprobs=True, top_logprobs=2, min_tokens=2, eos_token_ids=frozenset({1})), 0, 0, [0], []),
+                SampleRow(SamplingOptions(top_p=0.9, top_k=5, min_p=0.01, repetition_penalty=1.1, presence_penalty=0.1), 1, 0, [0], [0]),
+            ]
+            sample(logits, rows)
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+        finally:
+            if blocks != [0]:
+                engine.blocks.release(blocks)
 
     # ---- unload -------------------------------------------------------------------------------
 
