@@ -1,0 +1,36 @@
+// thaw explain MODEL: every agent's placement score for a model, term by term.
+import { parseArgs } from "node:util";
+import { toJson } from "@bufbuild/protobuf";
+import { ThawClient } from "../client/thaw-client.js";
+import { ExplainPlacementResponseSchema } from "../gen/thaw/scheduler/v1/scheduler_service_pb.js";
+import { table } from "./models-command.js";
+
+const USAGE = `usage: thaw explain MODEL [--orchestrator URL] [--json]
+
+Shows how the scheduler would place a request for MODEL: for every agent,
+  score = α·cache_level − β·kv_hit_rate + γ·queue_len + δ·size/bandwidth(tier)
+term by term, lowest first; the chosen agent is marked with *.
+  --orchestrator URL   orchestrator address (default THAW_ORCHESTRATOR, else http://127.0.0.1:8000)`;
+
+export async function main(args: string[]): Promise<void> {
+  const { values, positionals } = parseArgs({
+    args,
+    allowPositionals: true,
+    options: { orchestrator: { type: "string" }, json: { type: "boolean" }, help: { type: "boolean", short: "h" } },
+  });
+  if (values.help || positionals.length !== 1) return void process.stdout.write(USAGE + "\n");
+  const r = await new ThawClient({ baseUrl: values.orchestrator }).explainPlacement(positionals[0]);
+  if (values.json) return void process.stdout.write(JSON.stringify(toJson(ExplainPlacementResponseSchema, r), null, 2) + "\n");
+  const f = (x: number) => (Math.abs(x) < 1e-9 ? "0" : x.toFixed(3));
+  const rows = r.scores.map((s) => [
+    `${s.chosen ? "*" : " "} ${s.agentId}`,
+    f(s.total),
+    `${f(s.cacheTerm)} (level ${s.cacheLevel})`,
+    `${f(s.kvTerm)} (hit ${s.kvHitRate.toFixed(2)})`,
+    `${f(s.queueTerm)} (queue ${s.queueLength})`,
+    `${f(s.transferTerm)} (${s.transferSeconds.toFixed(3)}s)`,
+    s.ineligibleReason || "",
+  ]);
+  process.stdout.write(`weights: α=${r.alpha} β=${r.beta} γ=${r.gamma} δ=${r.delta}\n`);
+  process.stdout.write(table(["AGENT", "TOTAL", "α·CACHE", "−β·KV", "γ·QUEUE", "δ·TRANSFER", "INELIGIBLE"], rows));
+}
