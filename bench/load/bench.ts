@@ -190,6 +190,38 @@ function warmPageCache(layout: Layout): void {
   }
 }
 
+/**
+ * The disk tiers only, interleaved so that neither side profits from the order (the virtual
+ * disk of a VM may be cached by its host): dd, thaw → pool, thaw → GPU, repeated, the page
+ * cache dropped before each.
+ */
+async function diskTiers(pool: PinnedPool, index: CheckpointIndex, layout: Layout, gpu: boolean): Promise<void> {
+  const total = layout.totalBytes;
+  const device = gpu ? await DeviceMemory.allocate(0, total) : undefined;
+  const times: Record<string, number[]> = { dd: [], pool: [], gpu: [], wide: [] };
+  const order = ["dd", "pool", "gpu", "wide", "gpu", "pool", "dd"].filter((k) => gpu || k !== "gpu");
+  for (const what of order.slice(0, Number(args["disk-runs"] ?? order.length))) {
+    dropCaches();
+    if (what === "dd") {
+      times.dd.push(await ddDirect(layout, 4));
+    } else {
+      const s = performance.now();
+      const wide = what === "wide" ? { threads: 32, pieceBytes: 64 << 20 } : {};
+      const r = await loadCheckpoint({ pool, index, folder: modelDir, io: "direct", device: what === "gpu" ? device : undefined, ...wide });
+      times[what].push((performance.now() - s) / 1000);
+      log(`${what}: read ${r.stats.read!.seconds.toFixed(2)} s${r.stats.copy ? `, copy ${r.stats.copy.seconds.toFixed(2)} s` : ""}, ${r.stats.threads} threads`);
+      r.region.release();
+    }
+    log(`${what}: ${times[what].at(-1)!.toFixed(2)} s, ${gbps(total, times[what].at(-1)!).toFixed(2)} GB/s`);
+  }
+  record({ tier: "limit", what: "dd iflag=direct bs=64M, 4 streams (disk read rate)", seconds: times.dd, bytes: total });
+  record({ tier: "disk → pool", what: "thaw loadCheckpoint (O_DIRECT, CRC-32C verified)", seconds: times.pool, bytes: total });
+  record({ tier: "disk → pool", what: "thaw loadCheckpoint (O_DIRECT, 32 threads, 64 MiB pieces)", seconds: times.wide, bytes: total });
+  if (gpu) record({ tier: "disk → GPU", what: "thaw loadCheckpoint (O_DIRECT → pinned pool → GPU, streaming)", seconds: times.gpu, bytes: total });
+  device?.dispose();
+  pool.dispose();
+}
+
 async function main(): Promise<void> {
   const layout = JSON.parse(readFileSync(path.join(modelDir, "layout.json"), "utf8")) as Layout;
   const total = layout.totalBytes;
@@ -206,6 +238,7 @@ async function main(): Promise<void> {
 
   const idxPath = path.join(modelDir, "model.idx");
   const index = existsSync(idxPath) ? decodeIndex(readFileSync(idxPath)) : await makeIndex(pool, layout);
+  if (args.only === "disk") return diskTiers(pool, index, layout, gpu);
 
   // Physical limits.
   const mc = await memcpyBandwidth(os.cpus().length, 64 << 20, 32);

@@ -47,5 +47,9 @@ for step in $steps; do
       NODE=$NODE BENCH_JS=.device/bench.mjs PYTHON=python3 timeout 500 sh bench/load/run.sh --layers 32 --gpu --sweep \
         --dir "$data/thaw-bench-model" --out "$OUT/bench.json" 2>&1 | tee "$OUT/bench.log"
       ;;
+    disk)  # the disk tiers again, interleaved with dd (bench.ts --only disk)
+      NODE=$NODE BENCH_JS=.device/bench.mjs PYTHON=python3 timeout 500 sh bench/load/run.sh --layers 32 --gpu --only disk \
+        --dir "$data/thaw-bench-model" --out "$OUT/disk.json" 2>&1 | tee "$OUT/disk.log"
+      ;;
   esac
 done
