@@ -6,6 +6,9 @@ import { withRetry } from "./retry.js";
 import type { StoreObjectWriter } from "./store.js";
 import type { TransferOptions } from "./transfer-options.js";
 
+/** Size of a new file's first buffer. */
+const FIRST_BUFFER = 256 << 10;
+
 export class ObjectFileWriter implements StoreObjectWriter {
   private buffer: Buffer;
   private filled = 0;
@@ -25,7 +28,7 @@ export class ObjectFileWriter implements StoreObjectWriter {
     /** Aborted when the whole checkpoint write is aborted. */
     private readonly signal: AbortSignal,
   ) {
-    this.buffer = Buffer.allocUnsafe(options.partSize);
+    this.buffer = Buffer.allocUnsafe(Math.min(options.partSize, FIRST_BUFFER));
   }
 
   get closed(): boolean {
@@ -51,8 +54,12 @@ export class ObjectFileWriter implements StoreObjectWriter {
     this.assertUsable("write");
     let offset = 0;
     while (offset < data.byteLength) {
-      // A full buffer waits for more bytes before it goes, so close() can PUT a one-part object.
-      if (this.filled === this.buffer.byteLength) await this.flushPart();
+      if (this.filled === this.buffer.byteLength) {
+        // Small files stay small in memory: the buffer doubles up to one part.
+        if (this.buffer.byteLength < this.options.partSize) this.grow();
+        // A full part waits for more bytes before it goes, so close() can PUT a one-part object.
+        else await this.flushPart();
+      }
       const n = Math.min(data.byteLength - offset, this.buffer.byteLength - this.filled);
       this.buffer.set(data.subarray(offset, offset + n), this.filled);
       this.filled += n;
@@ -91,6 +98,12 @@ export class ObjectFileWriter implements StoreObjectWriter {
     await this.settle();
     const upload = await this.upload?.catch(() => undefined);
     await upload?.abort().catch(() => {}); // best effort: the parts expire on the service anyway
+  }
+
+  private grow(): void {
+    const bigger = Buffer.allocUnsafe(Math.min(this.options.partSize, this.buffer.byteLength * 2));
+    this.buffer.copy(bigger, 0, 0, this.filled);
+    this.buffer = bigger;
   }
 
   /** Sends the filled buffer as the next part and starts a fresh buffer. */
