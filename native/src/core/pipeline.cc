@@ -67,11 +67,14 @@ Pipeline::Pipeline(std::shared_ptr<Pool> pool, std::shared_ptr<DeviceBuffer> dev
 
 Pipeline::~Pipeline() { CloseFiles(); }
 
-PipelineProgress Pipeline::Progress() const {
+PipelineProgress Pipeline::Progress() {
   PipelineProgress p;
   p.total_bytes = total_bytes_;
   p.read_bytes = read_bytes_.load(std::memory_order_relaxed);
-  if (Copier* c = copier_ptr_.load(std::memory_order_acquire)) p.copied_bytes = c->bytes_done();
+  {
+    std::lock_guard<std::mutex> lock(copier_mu_);
+    p.copied_bytes = copier_ != nullptr ? copier_->bytes_done() : copied_final_;
+  }
   p.chunks_total = chunks_.size();
   p.chunks_done = chunks_done_.load(std::memory_order_relaxed);
   return p;
@@ -79,7 +82,8 @@ PipelineProgress Pipeline::Progress() const {
 
 void Pipeline::Cancel() {
   cancelled_.store(true, std::memory_order_relaxed);
-  if (Copier* c = copier_ptr_.load(std::memory_order_acquire)) c->Cancel();
+  std::lock_guard<std::mutex> lock(copier_mu_);
+  if (copier_ != nullptr) copier_->Cancel();
 }
 
 void Pipeline::Fail(Status s) {
@@ -277,8 +281,8 @@ void Pipeline::Worker() {
       c.piece_crcs[i - c.first_piece] = Crc32c(0, dst, piece.length);
     }
     read_bytes_.fetch_add(piece.length, std::memory_order_relaxed);
-    if (copier_ != nullptr) {
-      copier_->Submit(device_->ptr() + c.plan.device_offset + piece.offset, dst, piece.length);
+    if (copier_raw_ != nullptr) {  // set before the workers start, reset after they end
+      copier_raw_->Submit(device_->ptr() + c.plan.device_offset + piece.offset, dst, piece.length);
     }
     {
       std::lock_guard<std::mutex> lock(mu_);
@@ -288,12 +292,27 @@ void Pipeline::Worker() {
   }
 }
 
+void Pipeline::ReleaseResources() {
+  {
+    std::lock_guard<std::mutex> lock(copier_mu_);
+    if (copier_ != nullptr) copied_final_ = copier_->bytes_done();
+    copier_.reset();
+    copier_raw_ = nullptr;
+  }
+  pool_.reset();
+  device_.reset();
+}
+
 Status Pipeline::Run(PipelineResult* result) {
   start_ = std::chrono::steady_clock::now();
   last_read_ = start_;
-  if (Status s = Validate(); !s.ok()) return s;
+  if (Status s = Validate(); !s.ok()) {
+    ReleaseResources();
+    return s;
+  }
   if (Status s = OpenFiles(); !s.ok()) {
     CloseFiles();
+    ReleaseResources();
     return s;
   }
   for (uint32_t i = 0; i < chunks_.size(); i++) {
@@ -316,12 +335,15 @@ Status Pipeline::Run(PipelineResult* result) {
   }
   if (device_ != nullptr && total_bytes_ > 0) {
     Status s;
-    copier_ = Copier::Create(device_->device(), options_.streams, &s);
+    std::unique_ptr<Copier> copier = Copier::Create(device_->device(), options_.streams, &s);
     if (!s.ok()) {
       CloseFiles();
+      ReleaseResources();
       return s;
     }
-    copier_ptr_.store(copier_.get(), std::memory_order_release);
+    std::lock_guard<std::mutex> lock(copier_mu_);
+    copier_ = std::move(copier);
+    copier_raw_ = copier_.get();
   }
 
   unsigned threads = options_.threads;
@@ -346,13 +368,18 @@ Status Pipeline::Run(PipelineResult* result) {
   const auto read_end = last_read_;
 
   Status copy_status;
-  if (copier_ != nullptr) {
-    if (Stopped()) copier_->Cancel();
-    copy_status = copier_->Finish();  // waits for every issued copy, even after a failure
+  double copy_seconds = 0;
+  int streams = 0;
+  if (copier_raw_ != nullptr) {
+    if (Stopped()) copier_raw_->Cancel();
+    copy_status = copier_raw_->Finish();  // waits for every issued copy, even after a failure
     if (!copy_status.ok()) Fail(copy_status);
+    copy_seconds = copier_raw_->seconds();
+    streams = copier_raw_->streams();
   }
   CloseFiles();
   const auto end = std::chrono::steady_clock::now();
+  ReleaseResources();  // streams, pool and device references go now, not when JS collects the job
 
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -364,10 +391,10 @@ Status Pipeline::Run(PipelineResult* result) {
   result->seconds = Seconds(start_, end);
   result->read_bytes = reads ? read_bytes_.load() : 0;
   result->read_seconds = reads ? Seconds(start_, read_end) : 0;
-  result->copy_bytes = copier_ != nullptr ? copier_->bytes_done() : 0;
-  result->copy_seconds = copier_ != nullptr ? copier_->seconds() : 0;
+  result->copy_bytes = copied_final_;
+  result->copy_seconds = copy_seconds;
   result->threads = threads;
-  result->streams = copier_ != nullptr ? copier_->streams() : 0;
+  result->streams = streams;
   for (auto& c : chunks_) result->chunks.push_back(c->outcome);
   return Status::Ok();
 }

@@ -82,7 +82,7 @@ class Pipeline {
   Status Run(PipelineResult* result);
   // Stops reading and drops copies not yet issued; Run returns once those in flight finish.
   void Cancel();
-  PipelineProgress Progress() const;
+  PipelineProgress Progress();
 
  private:
   struct Piece {
@@ -109,6 +109,7 @@ class Pipeline {
   Status ReadPiece(Chunk& chunk, const Piece& piece, uint8_t* dst);
   void FinishChunk(uint32_t index);
   void Fail(Status s);
+  void ReleaseResources();
   bool Stopped() const { return cancelled_.load(std::memory_order_relaxed); }
 
   std::shared_ptr<Pool> pool_;
@@ -116,8 +117,10 @@ class Pipeline {
   std::vector<std::unique_ptr<Chunk>> chunks_;
   std::vector<Piece> pieces_;
   PipelineOptions options_;
+  std::mutex copier_mu_;            // guards copier_ against Progress() / Cancel() from JS
   std::unique_ptr<Copier> copier_;
-  std::atomic<Copier*> copier_ptr_{nullptr};  // for Progress() from another thread
+  Copier* copier_raw_ = nullptr;    // the run's own threads use this, without the lock
+  uint64_t copied_final_ = 0;       // bytes copied, once the copier is gone
 
   std::atomic<size_t> next_piece_{0};
   std::atomic<bool> cancelled_{false};
