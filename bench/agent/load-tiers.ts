@@ -3,6 +3,9 @@
 // baselines measured in the same run (cp of the store folder, cat of cold chunk files).
 //
 //   npx tsx bench/agent/load-tiers.ts [--layers 12] [--hidden 1024] [--reps 3] [--python PY] [--out DIR]
+//                                     [--engines cpu|cuda:0] [--kv-cache-bytes N] [--engine-args "..."]
+// It also loads the tiny Llama and prints its greedy tokens for a fixed prompt (the same on every
+// engine: a CPU run gives the reference a GPU run is compared with, --expect 1,2,3).
 //
 // Scenarios, each repeated:
 //   remote → engine   the disk tier emptied (UnloadModel down_to DISK): store → disk → pool → engine
@@ -30,6 +33,10 @@ const { values } = parseArgs({
     reps: { type: "string", default: "3" },
     python: { type: "string", default: process.env.THAW_PYTHON ?? "/usr/bin/python3" },
     out: { type: "string", default: "bench/out/agent" },
+    engines: { type: "string", default: "cpu" },
+    "kv-cache-bytes": { type: "string", default: String(16 << 20) },
+    expect: { type: "string" },
+    "engine-args": { type: "string", default: "" },
   },
 });
 const LAYERS = Number(values.layers);
@@ -135,12 +142,14 @@ async function main(): Promise<void> {
     dir: path.join(out, "agent"),
     port: 0,
     store,
-    engines: "cpu",
+    engines: values.engines,
     python: values.python,
     dramBytes: Math.ceil((total + (64 << 20)) / 4096) * 4096,
     diskBytes: total * 2,
-    engineArgs: ["--kv-cache-bytes", String(16 << 20)],
-    log: () => {},
+    engineArgs: ["--kv-cache-bytes", values["kv-cache-bytes"], ...values["engine-args"].split(" ").filter((a) => a !== "")],
+    log: (line) => {
+      if (!line.includes(" INFO ")) process.stderr.write(`[agent] ${line}\n`);
+    },
   });
   await agent.enginesReady();
   console.log(`agent and warm worker up in ${seconds(t).toFixed(1)} s (pool pre-faulted)`);
@@ -209,7 +218,24 @@ async function main(): Promise<void> {
     process.stdout.write(`rep ${rep + 1}/${REPS} done\n`);
   }
 
-  const result: Record<string, unknown> = { totalBytes: total, chunks: index.chunks.length, cpus: os.cpus().length, scenarios: {}, baselines: {} };
+  // The tiny Llama through the same agent: greedy tokens for a fixed prompt.
+  const { makeTinyModel } = await import("../../src/tiny-model/tiny-model.js");
+  await makeTinyModel(path.join(out, "tiny-hf"));
+  await convertModel({ source: path.join(out, "tiny-hf"), modelId: "tiny-llama", store });
+  const ids: number[] = [];
+  let finish = 0;
+  for await (const r of client.infer({ ref: { modelId: "tiny-llama" }, prompt: { case: "text", value: "The quick brown fox" }, sampling: { temperature: 0, maxTokens: 16 } })) {
+    ids.push(...r.tokens.map((x) => x.tokenId));
+    if (r.finishReason) finish = r.finishReason;
+  }
+  const engine = agent.status().engines[0];
+  console.log(`tiny-llama greedy on ${engine?.device}: ${ids.join(",")} (finish ${finish})`);
+  if (values.expect !== undefined) {
+    const same = values.expect === ids.join(",");
+    console.log(same ? "tokens match the expected ones" : `TOKENS DIFFER from the expected ${values.expect}`);
+  }
+
+  const result: Record<string, unknown> = { totalBytes: total, chunks: index.chunks.length, cpus: os.cpus().length, engines: values.engines, tiny: ids, scenarios: {}, baselines: {} };
   console.log(`\n| scenario | tier | GB/s (median of ${REPS}) | LoadModel s (median) |`);
   console.log("|---|---|---|---|");
   for (const [scenario, byTier] of rows) {

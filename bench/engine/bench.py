@@ -180,6 +180,24 @@ def bench_hf(model: Any, device: str, vocab: int, args: argparse.Namespace, res:
         lp = torch.log_softmax(model(full).logits[0, len(p) - 1 : len(p) - 1 + len(ref)].float(), dim=-1)
         cmp["hf_tokens"].append(ref)
         cmp["hf_logprobs"].append(lp.cpu())
+    # the scale of bf16 implementation noise: HF's own eager attention against its SDPA on the same contexts
+    try:
+        if hasattr(model, "set_attn_implementation"):
+            model.set_attn_implementation("eager")
+        else:
+            model.config._attn_implementation = "eager"
+        agree_n = total_n = 0
+        max_d = 0.0
+        for p, ref, lp in zip(cmp["prompts"], cmp["hf_tokens"], cmp["hf_logprobs"]):
+            full = torch.tensor([p + ref], device=device)
+            lp2 = torch.log_softmax(model(full).logits[0, len(p) - 1 : len(p) - 1 + len(ref)].float(), dim=-1).cpu()
+            top = torch.topk(lp, 5, dim=-1).indices
+            max_d = max(max_d, (lp.gather(1, top) - lp2.gather(1, top)).abs().max().item())
+            agree_n += int((lp.argmax(-1) == lp2.argmax(-1)).sum())
+            total_n += len(ref)
+        res["hf_sdpa_vs_hf_eager"] = {"steps": total_n, "argmax_agreement": agree_n / total_n, "max_abs_logprob_diff_top5": max_d}
+    except Exception as e:  # noqa: BLE001 - a calibration only
+        res["hf_sdpa_vs_hf_eager"] = {"error": repr(e)}
     res["greedy_agreement_with_hf"] = {"matching_prefix_tokens": agree, "of": [len(o) for o in cmp["outputs"]]}
 
 

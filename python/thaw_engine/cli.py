@@ -26,6 +26,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--no-cuda-graphs", action="store_true", help="run decode steps eagerly on CUDA")
     p.add_argument("--graph-max-batch", type=int, default=64, help="largest batch with a captured decode graph (default 64)")
     p.add_argument("--graph-max-context", type=int, default=8192, help="longest context with a captured decode graph (default 8192)")
+    p.add_argument("--no-warm-model", action="store_true", help="CUDA: skip the synthetic one-layer model run at start "
+                   "(it loads the kernels a model needs, which CUDA otherwise loads on the first load)")
     p.add_argument("--no-prefix-caching", action="store_true", help="do not reuse KV blocks across prompts")
     p.add_argument("--no-verify-checksums", action="store_true", help="skip the CRC-32C check of checkpoint folders")
     p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (default: torch's choice)")
@@ -84,6 +86,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         verify_checksums=not args.no_verify_checksums,
         gpu_memory_utilization=args.gpu_memory_utilization,
         kv_cache_bytes=args.kv_cache_bytes,
+        warm_model=not args.no_warm_model,
     )
     try:
         return asyncio.run(serve(args.socket, opts))

@@ -42,6 +42,7 @@ class WorkerOptions:
     verify_checksums: bool = True
     gpu_memory_utilization: float = 0.9
     kv_cache_bytes: int = 0  # default when LoadWeights gives 0; 0 = automatic
+    warm_model: bool = True  # CUDA: run a synthetic one-layer model at start to load kernels
     cpu_kv_cache_bytes: int = 512 << 20
 
 
@@ -101,6 +102,8 @@ class Worker:
             for dt in (torch.bfloat16, torch.float16, torch.float32):
                 a = torch.randn(64, 64, device=self.device, dtype=dt)
                 (a @ a).sum().item()
+            if self.options.warm_model:
+                self._warm_synthetic()
             torch.cuda.synchronize(self.device)
             info["gpu"] = torch.cuda.get_device_name(self.device)
         else:
@@ -108,6 +111,36 @@ class Worker:
             (a @ a).sum().item()
         info["warm_up_seconds"] = round(time.perf_counter() - t0, 3)
         return info
+
+    @torch.no_grad()
+    def _warm_synthetic(self) -> None:
+        """Runs a one-layer bf16 model of Llama-3-8B's widths through prefill, decode and sampling, so
+        that the kernels a real model needs are loaded (CUDA loads them lazily) before any model is
+        assigned. Freed afterwards."""
+        from .config import parse_config
+
+        cfg = parse_config({
+            "architectures": ["LlamaForCausalLM"], "vocab_size": 32768, "hidden_size": 4096, "intermediate_size": 14336,
+            "num_hidden_layers": 1, "num_attention_heads": 32, "num_key_value_heads": 8, "max_position_embeddings": 2048,
+        })
+        dev, dt = self.device, torch.bfloat16
+        h, i, kv = cfg.hidden_size, cfg.intermediate_size, cfg.num_kv_heads * cfg.head_dim
+        w = {
+            "model.embed_tokens.weight": (cfg.vocab_size, h), "lm_head.weight": (cfg.vocab_size, h), "model.norm.weight": (h,),
+            "model.layers.0.input_layernorm.weight": (h,), "model.layers.0.post_attention_layernorm.weight": (h,),
+            "model.layers.0.self_attn.q_proj.weight": (h, h), "model.layers.0.self_attn.k_proj.weight": (kv, h),
+            "model.layers.0.self_attn.v_proj.weight": (kv, h), "model.layers.0.self_attn.o_proj.weight": (h, h),
+            "model.layers.0.mlp.gate_proj.weight": (i, h), "model.layers.0.mlp.up_proj.weight": (i, h),
+            "model.layers.0.mlp.down_proj.weight": (h, i),
+        }
+        tensors = {k: torch.randn(s, device=dev, dtype=dt) * 0.02 for k, s in w.items()}
+        model = LlamaModel(cfg, tensors, dt, dev, 2048)
+        runner = ModelRunner(model, 160, self.options.block_size, 2048)
+        engine = Engine(runner, EngineConfig(), cfg.vocab_size)
+        self._warm(engine)
+        del engine, runner, model, tensors
+        torch.cuda.synchronize(dev)
+        torch.cuda.empty_cache()
 
     # ---- allocations -------------------------------------------------------------------------
 
@@ -214,17 +247,23 @@ class Worker:
                     cfg.vocab_size,
                     cfg.eos_token_ids,
                 )
-                self._warm(engine)
-                marks.append(("warm-up", time.perf_counter()))
-                if self.device.type == "cuda" and self.options.cuda_graphs:
-                    runner.capture_graphs(
-                        min(self.options.graph_max_batch, self.options.max_num_seqs),
-                        max_context=self.options.graph_max_context,
-                    )
-                    marks.append(("graphs", time.perf_counter()))
+                graphs = self.device.type == "cuda" and self.options.cuda_graphs
+
+                def prepare() -> None:
+                    """Warm-up and graph capture, in the thread that will serve (CUDA state is per thread)."""
+                    self._warm(engine)
+                    marks.append(("warm-up", time.perf_counter()))
+                    if graphs:
+                        runner.capture_graphs(
+                            min(self.options.graph_max_batch, self.options.max_num_seqs),
+                            max_context=self.options.graph_max_context,
+                        )
+                        marks.append(("graphs", time.perf_counter()))
+
                 if start_engine:
-                    engine.start(warm=(lambda: self._warm(engine)) if self.device.type == "cuda" else None)
-                    marks.append(("engine thread warm-up", time.perf_counter()))
+                    engine.start(warm=prepare)
+                else:
+                    prepare()
             except BaseException:
                 weights.release()
                 raise
