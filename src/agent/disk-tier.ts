@@ -58,6 +58,7 @@ export class DiskTier {
   private readonly verified = new Map<string, string>();
   private used = 0;
   private reserved = 0;
+  private lastStamp = 0;
   private readonly fsync: boolean;
 
   private constructor(private readonly options: DiskTierOptions) {
@@ -147,7 +148,7 @@ export class DiskTier {
     if (existing !== undefined) await this.dropModel(key, true);
     await mkdir(this.modelDir(key), { recursive: true });
     await this.writeAtomic(path.join(this.modelDir(key), INDEX_FILE), encodeIndex(index));
-    this.models.set(key, { key, index, chunks: new Map(), lastUsed: Date.now() });
+    this.models.set(key, { key, index, chunks: new Map(), lastUsed: this.now() });
   }
 
   /** Writes a side file (config.json, tokenizer.json, ...) atomically. */
@@ -197,11 +198,17 @@ export class DiskTier {
     return model !== undefined && model.chunks.size === model.index.chunks.length;
   }
 
+  /** A time stamp later than every earlier one (two uses in one millisecond stay ordered). */
+  private now(): number {
+    this.lastStamp = Math.max(Date.now(), this.lastStamp + 0.001);
+    return this.lastStamp;
+  }
+
   /** Marks a model as just used (LRU order survives restarts through the index file's mtime). */
   touch(key: string): void {
     const model = this.models.get(key);
     if (model === undefined) return;
-    model.lastUsed = Date.now();
+    model.lastUsed = this.now();
     const now = new Date(model.lastUsed);
     utimes(path.join(this.modelDir(key), INDEX_FILE), now, now).catch(() => {});
   }
@@ -295,7 +302,7 @@ export class DiskTier {
       model.chunks.set(chunk.fileName, bytes);
       this.used += bytes;
     }
-    model.lastUsed = Date.now();
+    model.lastUsed = this.now();
   }
 
   /** Deletes a chunk found corrupt, so that it is fetched again. */

@@ -12,6 +12,7 @@ export interface DramEntry {
   chunkOffsets: number[];
   /** Bytes of the checkpoint (the region may be a little larger). */
   bytes: number;
+  /** Order of last use (larger: more recent). */
   lastUsed: number;
   uses: number;
 }
@@ -26,6 +27,7 @@ export class DramTier {
   private readonly entries = new Map<string, DramEntry>();
   /** Regions handed out and not yet put (loads in progress). */
   private loadingBytes = 0;
+  private clock = 0;
 
   constructor(
     readonly pool: PinnedPool | undefined,
@@ -46,7 +48,7 @@ export class DramTier {
 
   touch(key: string): void {
     const e = this.entries.get(key);
-    if (e !== undefined) e.lastUsed = Date.now();
+    if (e !== undefined) e.lastUsed = ++this.clock;
   }
 
   /**
@@ -79,7 +81,7 @@ export class DramTier {
     this.loadingBytes -= region.length;
     const old = this.entries.get(key);
     if (old !== undefined && old.uses === 0) this.drop(old);
-    const entry: DramEntry = { key, region, chunkOffsets, bytes, lastUsed: Date.now(), uses: 0 };
+    const entry: DramEntry = { key, region, chunkOffsets, bytes, lastUsed: ++this.clock, uses: 0 };
     this.entries.set(key, entry);
     return entry;
   }
@@ -95,13 +97,13 @@ export class DramTier {
     const entry = this.entries.get(key);
     if (entry === undefined) throw new Error(`${key} is not in the DRAM tier`);
     entry.uses++;
-    entry.lastUsed = Date.now();
+    entry.lastUsed = ++this.clock;
     let done = false;
     return () => {
       if (done) return;
       done = true;
       entry.uses--;
-      entry.lastUsed = Date.now();
+      entry.lastUsed = ++this.clock;
     };
   }
 

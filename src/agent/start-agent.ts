@@ -2,6 +2,7 @@
 // AgentService and /metrics on one port, and heartbeats to the scheduler. `thaw agent` and
 // `thaw serve` both call it.
 import { spawnSync } from "node:child_process";
+import { existsSync } from "node:fs";
 import { mkdir, readFile, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
@@ -105,8 +106,18 @@ export interface RunningAgent {
   close(): Promise<void>;
 }
 
-const here = path.dirname(fileURLToPath(import.meta.url));
-const PYTHON_PATH = [path.resolve(here, "../../python"), path.resolve(here, "../../python/gen")];
+/**
+ * PYTHONPATH entries of the engine worker: THAW_ENGINE_PATH, else the repository's python/ and
+ * python/gen beside this source file, else under the working directory (a bundled agent).
+ */
+function enginePythonPath(): string[] {
+  if (process.env.THAW_ENGINE_PATH) return process.env.THAW_ENGINE_PATH.split(path.delimiter);
+  const here = path.dirname(fileURLToPath(import.meta.url));
+  for (const root of [path.resolve(here, "../.."), process.cwd()]) {
+    if (existsSync(path.join(root, "python", "thaw_engine"))) return [path.join(root, "python"), path.join(root, "python", "gen")];
+  }
+  return [];
+}
 
 /** THAW_PYTHON, else the first of python3 and /usr/bin/python3 that can import torch. */
 export function defaultPython(): string {
@@ -186,7 +197,7 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
     devices,
     launch: {
       python: devices.length > 0 ? (options.python ?? defaultPython()) : "python3",
-      pythonPath: PYTHON_PATH,
+      pythonPath: enginePythonPath(),
       socketDir: await socketDir(dir),
       args: options.engineArgs ?? [],
       startTimeoutMs: 120_000,
