@@ -45,8 +45,9 @@ export class ReflectionIndex {
   }
 
   private addFile(file: DescFile): void {
-    if (this.files.has(file.name)) return;
-    this.files.set(file.name, file);
+    // DescFile.name has no ".proto"; reflection speaks of files by their full proto name.
+    if (this.files.has(file.proto.name)) return;
+    this.files.set(file.proto.name, file);
     for (const dep of file.dependencies) this.addFile(dep);
     for (const message of file.messages) this.addMessage(file, message);
     for (const e of file.enums) this.symbols.set(e.typeName, file);
@@ -89,25 +90,30 @@ export class ReflectionIndex {
     return this.symbols.has(typeName) ? [] : undefined;
   }
 
-  /** `file` first, then its transitive dependencies, leaving out those in `sent` (and adding to it). */
+  /**
+   * `file` first (always), then its transitive dependencies, leaving out those already in `sent`
+   * on this stream (and adding to it), as grpc-go's reflection does.
+   */
   withDependencies(file: DescFile, sent: Set<string>): Uint8Array[] {
-    const out: Uint8Array[] = [];
-    const visit = (f: DescFile, root: boolean) => {
-      if (sent.has(f.name)) return;
-      sent.add(f.name);
-      if (root) out.unshift(this.encode(f));
-      else out.push(this.encode(f));
-      for (const dep of f.dependencies) visit(dep, false);
+    const out: Uint8Array[] = [this.encode(file)];
+    sent.add(file.proto.name);
+    const visit = (f: DescFile) => {
+      for (const dep of f.dependencies) {
+        if (sent.has(dep.proto.name)) continue;
+        sent.add(dep.proto.name);
+        out.push(this.encode(dep));
+        visit(dep);
+      }
     };
-    visit(file, true);
+    visit(file);
     return out;
   }
 
   private encode(file: DescFile): Uint8Array {
-    let bytes = this.encoded.get(file.name);
+    let bytes = this.encoded.get(file.proto.name);
     if (bytes === undefined) {
       bytes = toBinary(FileDescriptorProtoSchema, file.proto);
-      this.encoded.set(file.name, bytes);
+      this.encoded.set(file.proto.name, bytes);
     }
     return bytes;
   }
