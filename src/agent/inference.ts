@@ -5,7 +5,7 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import type { InferRequest, InferResponseSchema } from "../gen/thaw/agent/v1/agent_service_pb.js";
-import { FinishReason } from "../gen/thaw/engine/v1/engine_pb.js";
+import { FinishReason, type PositionLogprobs } from "../gen/thaw/engine/v1/engine_pb.js";
 import type { TokenOutputSchema } from "../gen/thaw/agent/v1/agent_pb.js";
 import { IncrementalDetokenizer } from "./detokenizer.js";
 import type { EngineSupervisor } from "./engine-supervisor.js";
@@ -85,7 +85,7 @@ export async function* inferOnEngine(
       for (const [i, id] of step.tokenIds.entries()) {
         completionTokens++;
         const piece = detok?.push(id) ?? "";
-        tokens.push({ tokenId: id, text: piece, logprobs: step.logprobs[i] });
+        tokens.push({ tokenId: id, text: piece, logprobs: withTokenText(step.logprobs[i], text) });
         const r = stops.push(piece);
         out += r.text;
         if (r.stopped !== undefined) {
@@ -138,6 +138,14 @@ export async function* inferOnEngine(
     controller.abort();
     engines.notify();
   }
+}
+
+/** Fills TokenLogprob.text (engines send ids only) for OpenAI's logprobs output. */
+function withTokenText(logprobs: PositionLogprobs | undefined, text: ModelText | undefined): PositionLogprobs | undefined {
+  if (logprobs === undefined || text === undefined || !text.hasTokenizer) return logprobs;
+  if (logprobs.sampled !== undefined) logprobs.sampled.text = text.tokenText(logprobs.sampled.tokenId);
+  for (const top of logprobs.top) top.text = text.tokenText(top.tokenId);
+  return logprobs;
 }
 
 /** Streams one completion from an external OpenAI-compatible runtime. */

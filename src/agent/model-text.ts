@@ -54,6 +54,9 @@ export class ModelText implements TokenDecoder {
   private readonly chatTemplate?: string;
   private readonly specialTokens: Record<string, string> = {};
   private readonly templates = new Map<string, Template>();
+  /** Byte-level BPE: token characters stand for bytes (GPT-2's map). */
+  private readonly byteLevel: boolean;
+  private readonly tokenTexts = new Map<number, string>();
 
   constructor(files: ModelTextFiles) {
     const tokenizerJson = parse(files.tokenizerJson, "tokenizer.json");
@@ -61,6 +64,7 @@ export class ModelText implements TokenDecoder {
     const generationConfig = parse(files.generationConfigJson, "generation_config.json") ?? {};
     const config = parse(files.configJson, "config.json") ?? {};
     if (tokenizerJson !== undefined) this.tokenizer = new Tokenizer(tokenizerJson, tokenizerConfig);
+    this.byteLevel = usesByteLevel(tokenizerJson?.decoder);
     for (const [key, value] of Object.entries(tokenizerConfig)) {
       const text = key.endsWith("_token") ? tokenText(value) : undefined;
       if (text !== undefined) this.specialTokens[key] = text;
@@ -116,12 +120,67 @@ export class ModelText implements TokenDecoder {
     return this.require().decode(tokenIds as number[], { skip_special_tokens: skipSpecialTokens, clean_up_tokenization_spaces: false });
   }
 
+  /**
+   * One token as text, for logprobs: its decoded text, or, when the token is not valid UTF-8 on
+   * its own (part of a multi-byte character), its bytes written as vLLM does: "bytes:\\xe2\\x80".
+   */
+  tokenText(id: number): string {
+    const known = this.tokenTexts.get(id);
+    if (known !== undefined) return known;
+    if (this.tokenizer === undefined) return "";
+    let text: string = this.tokenizer.decode([id], { skip_special_tokens: false, clean_up_tokenization_spaces: false });
+    if (text.includes(REPLACEMENT)) {
+      const bytes = this.tokenBytes(id);
+      if (bytes !== undefined) text = "bytes:" + [...bytes].map((b) => `\\x${b.toString(16).padStart(2, "0")}`).join("");
+    }
+    this.tokenTexts.set(id, text);
+    return text;
+  }
+
+  /** The raw bytes a token stands for, where the vocabulary says (byte-level or byte-fallback tokens). */
+  private tokenBytes(id: number): Uint8Array | undefined {
+    const token = this.tokenizer?.id_to_token(id);
+    if (token === undefined) return undefined;
+    const fallback = /^<0x([0-9A-Fa-f]{2})>$/.exec(token);
+    if (fallback !== null) return Uint8Array.of(parseInt(fallback[1], 16));
+    if (!this.byteLevel) return undefined;
+    const out: number[] = [];
+    for (const ch of token) {
+      const b = UNICODE_TO_BYTE.get(ch);
+      if (b === undefined) return undefined;
+      out.push(b);
+    }
+    return Uint8Array.from(out);
+  }
+
   private require(): Tokenizer {
     if (this.tokenizer === undefined) {
       throw new ConnectError("the model has no tokenizer.json: send token ids", Code.FailedPrecondition);
     }
     return this.tokenizer;
   }
+}
+
+const REPLACEMENT = "\uFFFD";
+
+/** GPT-2's reversible map from printable characters back to bytes (byte-level BPE vocabularies). */
+const UNICODE_TO_BYTE: Map<string, number> = (() => {
+  const printable = new Set<number>();
+  for (let b = 33; b <= 126; b++) printable.add(b);
+  for (let b = 161; b <= 172; b++) printable.add(b);
+  for (let b = 174; b <= 255; b++) printable.add(b);
+  const map = new Map<string, number>();
+  let extra = 0;
+  for (let b = 0; b < 256; b++) map.set(String.fromCodePoint(printable.has(b) ? b : 256 + extra++), b);
+  return map;
+})();
+
+/** Whether a tokenizer.json decoder (or a Sequence of them) is ByteLevel. */
+function usesByteLevel(decoder: unknown): boolean {
+  if (typeof decoder !== "object" || decoder === null) return false;
+  const d = decoder as Json;
+  if (d.type === "ByteLevel") return true;
+  return d.type === "Sequence" && Array.isArray(d.decoders) && d.decoders.some(usesByteLevel);
 }
 
 /** tokenizer_config.json's chat_template: a string, or a list of named templates. */

@@ -49,3 +49,22 @@ test("missing template or tokenizer are FAILED_PRECONDITION", (t) => {
   t.throws(() => bare.encode("x", true), { message: /no tokenizer/ });
   t.false(bare.hasTokenizer);
 });
+
+test("token text for logprobs: whole characters as text, partial ones as vLLM's bytes: form", (t) => {
+  t.is(text.tokenText(104), "h");
+  t.is(text.tokenText(260), "<|eot_id|>");
+  t.is(text.tokenText(0xe4), "bytes:\\xe4"); // first byte of a 3-byte character
+  const fallback = new ModelText({
+    tokenizerJson: json({
+      version: "1.0",
+      model: { type: "BPE", vocab: { "<0xE2>": 0, a: 1 }, merges: [], byte_fallback: true, unk_token: null },
+      decoder: { type: "Sequence", decoders: [{ type: "ByteFallback" }, { type: "Fuse" }] },
+      normalizer: null,
+      pre_tokenizer: null,
+      post_processor: null,
+      added_tokens: [],
+    }),
+  });
+  t.is(fallback.tokenText(1), "a");
+  t.is(fallback.tokenText(0), "bytes:\\xe2");
+});

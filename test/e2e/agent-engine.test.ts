@@ -125,6 +125,16 @@ test.serial("download → load → infer: progress per tier, then tokens as they
   const again = await infer({ ref: ref("llama"), prompt: { case: "tokens", value: { tokenIds: promptIds } }, sampling: { ...greedy, maxTokens: 12 }, skipSpecialTokens: true });
   t.deepEqual(again.flatMap((r) => r.tokens.map((x) => x.tokenId)), ids);
 
+  // Logprobs come with each token's text (filled in by the agent).
+  const withLogprobs = await infer({ ref: ref("llama"), prompt: { case: "text", value: "abc" }, sampling: { ...greedy, maxTokens: 4, logprobs: true, topLogprobs: 2 } });
+  const positions = withLogprobs.flatMap((r) => r.tokens);
+  t.is(positions.length, 4);
+  for (const p of positions) {
+    t.is(p.logprobs?.sampled?.tokenId, p.tokenId);
+    t.is(p.logprobs?.top.length, 2);
+    t.is(p.logprobs?.sampled?.text, text.tokenText(p.tokenId));
+  }
+
   // A plain text prompt gets its BOS; echo puts the prompt first.
   const echoed = await infer({ ref: ref("llama"), prompt: { case: "text", value: "Once upon" }, echo: true, sampling: { ...greedy, maxTokens: 3 } });
   t.true(echoed.map((r) => r.text).join("").startsWith("Once upon"));
