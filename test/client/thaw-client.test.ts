@@ -1,0 +1,61 @@
+// The TypeScript client (src/client) against an orchestrator with TestAgents behind it, over
+// gRPC (h2c) and over Connect (HTTP/1.1).
+import test from "ava";
+import { Code, ConnectError } from "@connectrpc/connect";
+import { Tier } from "../../src/gen/thaw/agent/v1/agent_pb.js";
+import { ThawClient, tierName } from "../../src/client/index.js";
+import { startOrchestrator, type RunningOrchestrator } from "../../src/orchestrator/orchestrator.js";
+import { TestAgent } from "../orchestrator/test-agent.js";
+
+let orchestrator: RunningOrchestrator;
+let agent: TestAgent;
+
+test.before(async () => {
+  orchestrator = await startOrchestrator({ port: 0, modelsFile: null, heartbeatIntervalMs: 100, token: "s3cret", log: () => {} });
+  agent = await TestAgent.start({ id: "a", models: { m: Tier.DISK }, heartbeatMs: 50 });
+  // The test agent heartbeats without a token, so it reports through a client that has one.
+  const client = new ThawClient({ baseUrl: orchestrator.url, token: "s3cret" });
+  await client.scheduler.heartbeat({ status: agent.status() });
+});
+
+test.after.always(async () => {
+  await agent?.close();
+  await orchestrator?.close();
+});
+
+for (const protocol of ["grpc", "connect"] as const) {
+  test.serial(`models, agents, explain and completions over ${protocol}`, async (t) => {
+    const thaw = new ThawClient({ baseUrl: orchestrator.url, token: "s3cret", protocol });
+    agent.tiers.set("m", Tier.DISK);
+    await thaw.scheduler.heartbeat({ status: agent.status() });
+    await new Promise((r) => setTimeout(r, 350)); // the previous loop's load is remembered for 3 heartbeat intervals
+    const info = await thaw.registerModel({ id: "m", source: "org/m", keepAliveSeconds: 60 });
+    t.is(info.spec?.source, "org/m");
+    t.deepEqual((await thaw.listModels()).map((m) => [m.spec?.id, m.placements.map((p) => [p.agentId, tierName(p.tier)])]), [["m", [["a", "disk"]]]]);
+    t.deepEqual((await thaw.listAgents()).map((a) => a.status?.agentId), ["a"]);
+    const explained = await thaw.explainPlacement("m");
+    t.is(explained.scores[0].cacheLevel, 2);
+    t.true(explained.scores[0].chosen);
+
+    const chat = await thaw.chatText("m", [{ role: "user", content: "hi" }], { maxTokens: 2, seed: 1 });
+    t.is(chat.text, "Hello,");
+    t.deepEqual(chat.finishReasons, ["length"]);
+    t.deepEqual(chat.usage, { promptTokens: 2, completionTokens: 2 });
+    const deltas = [];
+    for await (const d of thaw.complete("m", [1, 2, 3], { n: 2, logprobs: 1 })) deltas.push(d);
+    t.deepEqual([...new Set(deltas.map((d) => d.index))].sort(), [0, 1]);
+    t.is(deltas.filter((d) => d.finishReason === "stop").length, 2);
+    t.is(deltas[0].tokens[0].logprobs?.top.length, 1);
+    t.is(deltas[0].agentId, "a");
+
+    const missing = await t.throwsAsync(thaw.chatText("nope", [{ role: "user", content: "x" }]));
+    t.is((missing as ConnectError).code, Code.NotFound);
+    await thaw.unregisterModel("m");
+    t.deepEqual(await thaw.listModels(), []);
+  });
+}
+
+test.serial("without the internal token the orchestrator refuses", async (t) => {
+  const err = await t.throwsAsync(new ThawClient(orchestrator.url.replace("http://", "")).listModels());
+  t.is((err as ConnectError).code, Code.Unauthenticated);
+});
