@@ -130,7 +130,8 @@ export class AgentServiceImpl implements ServiceImpl<typeof AgentService> {
     const key = refKey(ref);
     let result: Awaited<ReturnType<ModelLoader["load"]>> | undefined;
     const progress = pushStream<LoadProgress>(async (emit) => {
-      result = await this.deps.loader.load(ref!, { peers: request.peers, maxModelLen: request.maxModelLen }, emit, ctx.signal);
+      const options = { peers: request.peers, maxModelLen: request.maxModelLen, launchCommand: request.launchCommand };
+      result = await this.deps.loader.load(ref!, options, emit, ctx.signal);
     }, ctx.signal);
     for await (const p of progress) yield loadMessage(p);
     const r = result!;

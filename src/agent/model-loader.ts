@@ -18,7 +18,7 @@ import type { DiskTier } from "./disk-tier.js";
 import type { DramTier } from "./dram-tier.js";
 import type { EngineSupervisor } from "./engine-supervisor.js";
 import type { EngineWorker } from "./engine-worker.js";
-import type { ExternalRuntime } from "./external-runtime.js";
+import { ExternalRuntime } from "./external-runtime.js";
 import { ModelText } from "./model-text.js";
 import { SharedFlights } from "./shared-flight.js";
 
@@ -49,6 +49,8 @@ export interface LoadResult {
 export interface LoadOptions {
   peers?: readonly string[];
   maxModelLen?: number;
+  /** An external OpenAI-compatible runtime to start for the model (LoadModelRequest.launch_command). */
+  launchCommand?: readonly string[];
 }
 
 export interface LoaderDeps {
@@ -64,6 +66,8 @@ export interface LoaderDeps {
   external: Map<string, ExternalRuntime>;
   /** Bytes of KV cache per engine load (0: the worker's default). */
   kvCacheBytes?: number;
+  /** LoadModel may name a command to start (an external runtime); off unless the operator allows it. */
+  allowLaunch?: boolean;
   log: (line: string) => void;
 }
 
@@ -125,10 +129,26 @@ export class ModelLoader {
   load(given: CheckpointRef, options: LoadOptions, onProgress?: (p: LoadProgress) => void, signal?: AbortSignal): Promise<LoadResult> {
     const key = refKey(given);
     const ref = normalRef(given);
+    if (options.launchCommand !== undefined && options.launchCommand.length > 0) this.registerExternal(ref, key, options.launchCommand);
     const resident = this.residentResult(key);
     this.deps.metrics.lookup(resident !== undefined);
     if (resident !== undefined) return Promise.resolve(resident);
     return this.flights.run(key, (report) => this.doLoad(key, ref, options, report), onProgress, signal);
+  }
+
+  /** Serves `key` with an external runtime started with `command` (the first time it is named). */
+  private registerExternal(ref: CheckpointRef, key: string, command: readonly string[]): void {
+    if (!this.deps.allowLaunch) {
+      throw new ConnectError("this agent does not start external runtimes (start it with --allow-launch)", Code.PermissionDenied);
+    }
+    const existing = this.deps.external.get(key);
+    if (existing !== undefined) {
+      if (existing.config.command.join("\0") !== command.join("\0")) {
+        throw new ConnectError(`${key} already runs with another launch command; unload it first`, Code.FailedPrecondition);
+      }
+      return;
+    }
+    this.deps.external.set(key, new ExternalRuntime({ modelId: ref.modelId, revision: ref.revision, command: [...command] }, this.deps.log));
   }
 
   private residentResult(key: string): LoadResult | undefined {

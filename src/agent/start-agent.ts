@@ -84,6 +84,8 @@ export interface AgentOptions {
   heartbeatIntervalMs?: number;
   /** Models served by an external OpenAI-compatible runtime. */
   externalModels?: ExternalModelConfig[];
+  /** Let LoadModel name an external runtime's command to start (LoadModelRequest.launch_command; default false). */
+  allowLaunch?: boolean;
   /** Metrics registry (default: a new one). */
   registry?: Registry;
   /** Log lines (default: stderr). */
@@ -231,10 +233,11 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
 
   const external = new Map<string, ExternalRuntime>();
   for (const config of options.externalModels ?? []) {
-    const runtime = new ExternalRuntime(config, log);
-    external.set(modelKey(config.modelId, config.revision), runtime);
-    closers.push(() => void runtime.stop());
+    external.set(modelKey(config.modelId, config.revision), new ExternalRuntime(config, log));
   }
+  closers.push(async () => {
+    for (const runtime of external.values()) await runtime.stop();
+  });
 
   const downloader = new ChunkDownloader(disk, { concurrency: options.downloadConcurrency, log });
   const loader = new ModelLoader({
@@ -247,6 +250,7 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
     bandwidth,
     external,
     kvCacheBytes: options.kvCacheBytes,
+    allowLaunch: options.allowLaunch ?? false,
     log,
   });
   dram.reclaim = () => loader.reclaimPool();

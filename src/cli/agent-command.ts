@@ -28,6 +28,8 @@ Serves thaw.agent.v1.AgentService and /metrics on one port, keeps the tiered mod
   --external MODEL=CMD     serve MODEL with an external OpenAI-compatible server started with CMD,
                            "{port}" in CMD becomes its port (repeatable), e.g.
                            --external 'llama=vllm serve meta-llama/Llama-3.1-8B --port {port}'
+  --allow-launch           let LoadModel calls name a command to start (ModelSpec.launch_command from
+                           the scheduler); anyone who can call the agent can then run commands on it
 Environment: THAW_INTERNAL_TOKEN to require (and send) a token on every internal call; THAW_PYTHON.`;
 
 /** "64G", "512M", "1GiB", "4096" → bytes. */
@@ -94,6 +96,7 @@ export async function main(args: string[]): Promise<void> {
       "kv-cache-bytes": { type: "string" },
       "download-concurrency": { type: "string" },
       external: { type: "string", multiple: true, default: [] },
+      "allow-launch": { type: "boolean", default: false },
       help: { type: "boolean", short: "h" },
     },
   });
@@ -117,6 +120,7 @@ export async function main(args: string[]): Promise<void> {
     kvCacheBytes: values["kv-cache-bytes"] === undefined ? undefined : parseSize(values["kv-cache-bytes"], "--kv-cache-bytes"),
     downloadConcurrency: values["download-concurrency"] === undefined ? undefined : Number(values["download-concurrency"]),
     externalModels: values.external.map(external),
+    allowLaunch: values["allow-launch"],
   });
   await untilSignal();
   await agent.close();

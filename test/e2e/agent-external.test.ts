@@ -26,6 +26,7 @@ test.before(async () => {
     engines: "none",
     dramBytes: 0,
     externalModels: [{ modelId: "ext-model", command: [process.execPath, SERVER, "{port}"], servedModelName: "served-name", startTimeoutMs: 20_000 }],
+    allowLaunch: true,
     log: () => {},
   });
   owned = tcpClient(AgentService, agent.url);
@@ -140,4 +141,29 @@ test.serial("UnloadModel stops the server; the next Infer starts it again", asyn
     for await (const _ of owned.client.infer({ ref: { modelId: "not-configured" }, prompt: { case: "text", value: "x" } }));
   });
   t.is(ConnectError.from(err).code, Code.NotFound);
+});
+
+test.serial("LoadModel can name the command (launch_command) when the agent allows it", async (t) => {
+  const dynamic = { modelId: "served-name" }; // the fixture serves only this name; here it is also the model id
+  const launchCommand = [process.execPath, SERVER, "{port}"];
+  let last;
+  for await (const p of owned.client.loadModel({ ref: dynamic, launchCommand })) last = p;
+  t.true(last!.ready);
+  t.is(last!.engineId, "external-served-name");
+  const out: InferResponse[] = [];
+  for await (const r of owned.client.infer({ ref: dynamic, prompt: { case: "text", value: "x" }, sampling: { maxTokens: 2 } })) out.push(r);
+  t.is(out.map((r) => r.text).join(""), "one two");
+  const other = await t.throwsAsync(async () => {
+    for await (const _ of owned.client.loadModel({ ref: dynamic, launchCommand: ["sleep", "1"] }));
+  });
+  t.is(ConnectError.from(other).code, Code.FailedPrecondition);
+
+  const strict = await startAgent({ dir: path.join(await dirs.make(), "strict"), port: 0, engines: "none", dramBytes: 0, log: () => {} });
+  const client = tcpClient(AgentService, strict.url);
+  const refused = await t.throwsAsync(async () => {
+    for await (const _ of client.client.loadModel({ ref: dynamic, launchCommand }));
+  });
+  t.is(ConnectError.from(refused).code, Code.PermissionDenied);
+  client.close();
+  await strict.close();
 });
