@@ -2,16 +2,13 @@
 // TestAgent behind it. The whole system with a real agent and engine is in test/e2e.
 import test from "ava";
 import { execFile } from "node:child_process";
-import { existsSync } from "node:fs";
-import path from "node:path";
 import { promisify } from "node:util";
 import { Tier } from "../../src/gen/thaw/agent/v1/agent_pb.js";
 import { startOrchestrator, type RunningOrchestrator } from "../../src/orchestrator/orchestrator.js";
 import { TestAgent } from "../orchestrator/test-agent.js";
+import { PYTHON, PYTHON_ENV } from "./python.js";
 
 const run = promisify(execFile);
-export const PYTHON = existsSync(".venv/bin/python") ? ".venv/bin/python" : "/usr/bin/python3";
-export const PYTHON_ENV = { ...process.env, PYTHONPATH: [path.resolve("python"), path.resolve("python/gen")].join(path.delimiter) };
 
 let orchestrator: RunningOrchestrator;
 let agent: TestAgent;
