@@ -1,0 +1,134 @@
+// `thaw serve` as a user meets it: converter, orchestrator, one real agent and its Python engine
+// worker (CPU) in a fresh state folder, with no model configured — the tiny model is made and
+// registered, and the first chat completion answers. Then the OpenAI SDKs (npm and Python), the
+// Python client package, the operator CLI and keep-alive against the same running system (one
+// system for the whole file: the worker takes seconds to import torch).
+import test from "ava";
+import { execFile } from "node:child_process";
+import path from "node:path";
+import { promisify } from "node:util";
+import OpenAI from "openai";
+import { Tier } from "../../src/gen/thaw/agent/v1/agent_pb.js";
+import { startSystem, type RunningSystem } from "../../src/cli/serve-command.js";
+import { ThawClient } from "../../src/client/thaw-client.js";
+import { tempDirs } from "../fixtures/temp-dir.js";
+import { PYTHON, PYTHON_ENV } from "../client/python.js";
+
+const run = promisify(execFile);
+const dirs = tempDirs("thaw-serve-e2e-");
+const logs: string[] = [];
+let system: RunningSystem;
+let stateDir: string;
+
+test.before(async () => {
+  stateDir = await dirs.make();
+  system = await startSystem({
+    port: 0,
+    stateDir,
+    engines: "cpu",
+    python: process.env.THAW_PYTHON ?? "/usr/bin/python3",
+    dramBytes: 64 << 20,
+    diskBytes: 1 << 30,
+    engineArgs: ["--threads", "1"],
+    orchestrator: { heartbeatIntervalMs: 200 },
+    log: (line) => logs.push(line),
+  });
+});
+
+test.after.always(async () => {
+  await system?.close();
+  await dirs.cleanup();
+});
+
+test.afterEach.always((t) => {
+  if (!t.passed) t.log(logs.join("\n"));
+});
+
+test.serial("the first chat completion answers with the tiny model, no configuration", async (t) => {
+  const res = await fetch(`${system.url}/v1/chat/completions`, {
+    method: "POST",
+    body: '{"model":"tiny","messages":[{"role":"user","content":"hi"}]}',
+  });
+  t.is(res.status, 200);
+  const body = (await res.json()) as { object: string; choices: { message: { role: string; content: string }; finish_reason: string }[]; usage: { completion_tokens: number } };
+  t.is(body.object, "chat.completion");
+  t.is(body.choices[0].message.role, "assistant");
+  t.is(typeof body.choices[0].message.content, "string");
+  t.true(["stop", "length"].includes(body.choices[0].finish_reason));
+  t.true(body.usage.completion_tokens > 0);
+  t.truthy(res.headers.get("x-request-id"));
+  t.deepEqual(system.orchestrator.scheduler.listModels().map((m) => m.spec?.id), ["tiny"]);
+  t.regex(await (await fetch(`${system.url}/metrics`)).text(), /cold_starts_total\{tier="remote"\} 1/);
+});
+
+test.serial("openai (npm): streaming chat with usage, completions from token ids, greedy n=2 agree, logprobs", async (t) => {
+  const openai = new OpenAI({ baseURL: `${system.url}/v1`, apiKey: "unused", maxRetries: 0 });
+  const chunks = [];
+  for await (const c of await openai.chat.completions.create({ model: "tiny", messages: [{ role: "user", content: "hello" }], max_tokens: 12, stream: true, stream_options: { include_usage: true } })) chunks.push(c);
+  t.is(chunks[0].choices[0].delta.role, "assistant");
+  t.true(chunks.at(-1)!.usage!.completion_tokens > 0);
+  t.deepEqual(chunks.at(-1)!.choices, []);
+  t.true(["stop", "length"].includes(chunks.at(-2)!.choices[0]?.finish_reason ?? ""));
+
+  const greedy = await openai.completions.create({ model: "tiny", prompt: [72, 101, 108, 108, 111], max_tokens: 8, temperature: 0, n: 2, logprobs: 2 });
+  t.is(greedy.choices.length, 2);
+  t.is(greedy.choices[0].text, greedy.choices[1].text, "greedy choices agree");
+  const lp = greedy.choices[0].logprobs!;
+  t.is(lp.token_logprobs!.length, greedy.usage!.completion_tokens / 2);
+  t.true(lp.token_logprobs!.every((x) => typeof x === "number" && x <= 0));
+
+  const chat = await openai.chat.completions.create({ model: "tiny", messages: [{ role: "user", content: "hi" }], max_tokens: 4, logprobs: true, top_logprobs: 3, ignore_eos: true } as never);
+  const content = (chat as OpenAI.Chat.Completions.ChatCompletion).choices[0].logprobs!.content!;
+  t.is(content.length, 4);
+  t.is(content[0].top_logprobs.length, 3);
+});
+
+test.serial("openai (Python): chat, stream, completions, typed errors", async (t) => {
+  const { stdout } = await run(PYTHON, ["test/e2e/openai_python_check.py", `${system.url}/v1`, "tiny", "unused", "chat,stream,completions,errors"], { env: PYTHON_ENV });
+  const out = JSON.parse(stdout);
+  t.is(out.chat.object, "chat.completion");
+  t.is(out.chat.content_type, "str");
+  t.is(out.stream.first_role, "assistant");
+  t.is(out.stream.usage_choices, 0);
+  t.deepEqual(out.completions.indexes, [0, 1, 2, 3]);
+  t.deepEqual(out.errors, { not_found: "model_not_found", bad_request: "temperature", context_length: "context_length_exceeded" });
+});
+
+test.serial("the Python client package calls the running system", async (t) => {
+  const { stdout } = await run(PYTHON, ["test/client/python_client_check.py", `127.0.0.1:${system.orchestrator.port}`, "tiny"], { env: PYTHON_ENV });
+  const out = JSON.parse(stdout);
+  t.deepEqual(out.models, ["tiny"]);
+  t.deepEqual(out.agents, [system.agent.agentId]);
+  t.deepEqual(out.chosen, [system.agent.agentId]);
+  t.is(out.chat.completion_tokens <= 4, true);
+  t.deepEqual(out.chat.agents, [system.agent.agentId]);
+  t.is(out.not_found, "NOT_FOUND");
+});
+
+test.serial("operator CLI: thaw models, thaw agents, thaw explain", async (t) => {
+  const thaw = (...args: string[]) => run(process.execPath, [path.resolve("src/cli/thaw.js"), ...args, "--orchestrator", system.url]);
+  t.regex((await thaw("models", "list")).stdout, /^tiny\s+\/.*tiny@main/m);
+  t.regex((await thaw("agents")).stdout, new RegExp(`${system.agent.agentId}\\s+127\\.0\\.0\\.1:\\d+\\s+live`));
+  const explained = (await thaw("explain", "tiny")).stdout;
+  t.regex(explained, new RegExp(`\\* ${system.agent.agentId}`));
+  t.regex(explained, /level 0/);
+  t.regex((await thaw("models", "add", "other", "--source", "org/other", "--keep-alive", "30")).stdout, /registered other/);
+  t.regex((await thaw("models", "rm", "other")).stdout, /removed other/);
+});
+
+test.serial("keep-alive: the real agent's model leaves the GPU after its TTL and comes back on the next request", async (t) => {
+  const client = new ThawClient(system.url);
+  await client.registerModel({ id: "tiny", source: path.join(stateDir, "models", "tiny"), keepAliveSeconds: 1 });
+  const tier = () => system.agent.status().models.find((m) => m.ref?.modelId === "tiny")?.tier;
+  t.is(tier(), Tier.GPU);
+  const deadline = Date.now() + 8000;
+  while (tier() === Tier.GPU && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+  t.not(tier(), Tier.GPU);
+  const metrics = async () => (await fetch(`${system.url}/metrics`)).text();
+  while (!/unloads_total\{reason="keep_alive"\} 1/.test(await metrics()) && Date.now() < deadline + 2000) await new Promise((r) => setTimeout(r, 50));
+  t.regex(await metrics(), /unloads_total\{reason="keep_alive"\} 1/);
+  t.true(logs.some((l) => /unloaded tiny@main from .* \(keep_alive\)/.test(l)));
+  const again = await client.chatText("tiny", [{ role: "user", content: "hi" }], { maxTokens: 2 });
+  t.true(again.usage.completionTokens > 0);
+  t.is(tier(), Tier.GPU);
+});
