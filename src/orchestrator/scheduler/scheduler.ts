@@ -549,14 +549,17 @@ export class Scheduler {
       } catch (err) {
         if (signal.aborted) throw signal.reason instanceof Error ? signal.reason : err;
         const e = agentError(agent.id, err);
+        const broken = e.code === Code.Unavailable || e.code === Code.Unknown || e.code === Code.Internal || e.code === Code.Canceled;
+        if (broken) {
+          // Not placed on again until a status probe answers (heartbeats alone may lag a crash).
+          this.suspect(agent, e.rawMessage);
+        }
         if (produced) {
+          this.log(`agent ${agent.id} failed after the first token (${Code[e.code]}: ${e.rawMessage})`);
           throw new ConnectError(`agent ${agent.id} failed while generating: ${e.rawMessage}`, Code.Unavailable);
         }
         if (!RETRYABLE.has(e.code) || attempt >= this.options.maxAttempts) throw e;
-        if (e.code === Code.Unavailable || e.code === Code.Unknown || e.code === Code.Internal || e.code === Code.Canceled) {
-          this.deps.agents.markSuspect(agent.id, e.rawMessage);
-          this.log(`agent ${agent.id} failed before the first token (${Code[e.code]}: ${e.rawMessage}); suspect until it answers`);
-        }
+        if (broken) this.log(`agent ${agent.id} failed before the first token (${Code[e.code]}: ${e.rawMessage}); retrying elsewhere`);
         tried.add(agent.id);
         metrics.retries.inc({ model: stats.model });
         releaseOnce();
@@ -608,23 +611,32 @@ export class Scheduler {
         this.unload(agent, ref, model === undefined ? "unregistered" : "keep_alive");
       }
     }
-    for (const agent of agents.suspects()) {
-      if (!agents.isLive(agent) || this.probing.has(agent.id)) continue;
-      this.probing.add(agent.id);
-      const client = this.deps.connector.client(agent.status.address);
-      client
-        .getStatus({}, { timeoutMs: Math.max(500, this.options.heartbeatIntervalMs) })
-        .then(
-          (r) => {
-            if (r.status) agents.heartbeat(r.status);
-            agents.clearSuspect(agent.id);
-            this.log(`agent ${agent.id} answers again`);
-          },
-          () => {},
-        )
-        .finally(() => this.probing.delete(agent.id));
-    }
+    for (const agent of agents.suspects()) if (agents.isLive(agent)) this.probe(agent);
     if (admission.queued > 0) admission.wakeAll();
+  }
+
+  /** Marks an agent suspect (not placed on) and asks it for its status; an answer clears it. */
+  private suspect(agent: AgentRecord, reason: string): void {
+    this.deps.agents.markSuspect(agent.id, reason);
+    this.probe(agent);
+  }
+
+  private probe(agent: AgentRecord): void {
+    const { agents } = this.deps;
+    if (this.probing.has(agent.id)) return;
+    this.probing.add(agent.id);
+    const client = this.deps.connector.client(agent.status.address);
+    client
+      .getStatus({}, { timeoutMs: Math.max(500, this.options.heartbeatIntervalMs) })
+      .then(
+        (r) => {
+          if (r.status) agents.heartbeat(r.status);
+          if (agents.get(agent.id)?.suspect !== undefined) this.log(`agent ${agent.id} answers again`);
+          agents.clearSuspect(agent.id);
+        },
+        () => {},
+      )
+      .finally(() => this.probing.delete(agent.id));
   }
 
   /** Unloads a model from an agent's GPU (DRAM and disk copies stay). */
