@@ -156,13 +156,18 @@ export class AgentServiceImpl implements ServiceImpl<typeof AgentService> {
     const key = refKey(ref);
     const done = this.deps.requests.begin(key);
     try {
-      await this.deps.loader.load(ref!, {}, undefined, ctx.signal);
-      const external = this.deps.external.get(key);
-      if (external !== undefined) {
-        yield* inferOnExternal(external, request, ctx.signal);
+      // A model evicted for another between its load and this request's start is loaded again.
+      for (let attempt = 0; ; attempt++) {
+        await this.deps.loader.load(ref!, {}, undefined, ctx.signal);
+        const external = this.deps.external.get(key);
+        if (external !== undefined) {
+          yield* inferOnExternal(external, request, ctx.signal);
+          return;
+        }
+        if (this.deps.engines.find(key) === undefined && attempt < 2) continue;
+        yield* inferOnEngine(this.deps.engines, key, this.deps.loader.text(key), request, ctx.signal);
         return;
       }
-      yield* inferOnEngine(this.deps.engines, key, this.deps.loader.text(key), request, ctx.signal);
     } finally {
       done();
     }

@@ -194,8 +194,10 @@ export class ModelLoader {
       let meta = this.meta.get(key);
       if (meta === undefined || dram.get(key) === undefined) {
         const index = await this.deps.downloader.ensureIndex(ref, key, sources);
-        meta = { index, config: await this.configJson(key), text: await this.readText(key) };
-        this.meta.set(key, meta);
+        if (meta?.index !== index) {
+          meta = { index, config: await this.configJson(key), text: await this.readText(key) };
+          this.meta.set(key, meta);
+        }
       }
       this.refs.set(key, ref);
       const { index, config } = meta;
