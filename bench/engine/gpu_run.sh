@@ -5,7 +5,11 @@
 #   3. the pytest suite on this machine, CUDA tests included (bf16 agreement -> bf16-agreement.jsonl);
 #   4. the 8B benchmark (bench/engine/bench.py -> bench.json, worker.log);
 #   5. where a decode step's time goes (bench/engine/step_profile.py -> step_profile.json).
-# Tiny models and their checkpoints travel in .device-engine/{tiny,ckpt}/<arch> (made by the CLI here).
+# Tiny models and their checkpoints travel in .device-engine/{tiny,ckpt}/<arch>, made here (the GPU
+# machine has no Node.js) and named in the device call's `carry` (the folder is in .git/info/exclude):
+#   for a in llama mistral qwen2; do node src/cli/thaw.js make-tiny-model .device-engine/tiny/$a --arch $a
+#     node src/cli/thaw.js convert .device-engine/tiny/$a --store .device-engine/store-$a
+#     mv .device-engine/store-$a/*@main .device-engine/ckpt/$a; done
 # Usage: bash bench/engine/gpu_run.sh [stages...]   (stages: env fixtures pytest bench profile; default all)
 set -u
 OUT=${OUT:-/tmp/thaw-gpu-out}

@@ -89,7 +89,7 @@ def tiny_checkpoints(tiny_models: dict[str, Path], tmp_path_factory: pytest.Temp
             if run.returncode == 0:
                 out[arch] = _find_index(store)
                 continue
-            warnings.warn(f"`thaw convert` failed ({run.stderr.strip()[-300:]}); using the Python checkpoint writer")
+            warnings.warn(f"`thaw convert` failed ({run.stderr.strip()[-300:]}); using the Python checkpoint writer", stacklevel=1)
         convert_hf_folder(str(src), str(root / arch))
         out[arch] = root / arch
     return out

@@ -127,9 +127,9 @@ def write_checkpoint(
     for path in extra_files:
         name = os.path.basename(path)
         with open(path, "rb") as src, open(os.path.join(folder, name), "wb") as dst:
-            data = src.read()
-            dst.write(data)
-        index.extra_files.add(name=name, size=len(data))
+            side = src.read()
+            dst.write(side)
+        index.extra_files.add(name=name, size=len(side))
     with open(os.path.join(folder, "model.idx.tmp"), "wb") as f:
         f.write(index.SerializeToString())
     os.replace(os.path.join(folder, "model.idx.tmp"), os.path.join(folder, "model.idx"))

@@ -125,7 +125,7 @@ class Engine:
         self._thread: Optional[threading.Thread] = None
         self._pending: list[tuple[Sink, Event]] = []
         #: called with the events of one step; by default each sink is called in the engine thread
-        self.dispatch: Callable[[list[tuple[Sink, Event]]], None] = lambda evs: [s(e) for s, e in evs]  # type: ignore[func-returns-value]
+        self.dispatch: Callable[[list[tuple[Sink, Event]]], None] = _call_sinks
         # statistics
         self.prompt_tokens_total = 0
         self.cached_tokens_total = 0
@@ -478,3 +478,8 @@ class Engine:
             if not self.step() and not self.has_work():
                 break
         return outs
+
+
+def _call_sinks(events: list[tuple[Sink, Event]]) -> None:
+    for sink, ev in events:
+        sink(ev)
