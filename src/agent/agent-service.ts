@@ -127,7 +127,7 @@ export class AgentServiceImpl implements ServiceImpl<typeof AgentService> {
 
   async *loadModel(request: LoadModelRequest, ctx: HandlerContext): AsyncGenerator<LoadModelInit> {
     const ref = request.ref;
-    const key = refKey(ref);
+    refKey(ref);
     let result: Awaited<ReturnType<ModelLoader["load"]>> | undefined;
     const progress = pushStream<LoadProgress>(async (emit) => {
       const options = { peers: request.peers, maxModelLen: request.maxModelLen, launchCommand: request.launchCommand };
@@ -142,8 +142,8 @@ export class AgentServiceImpl implements ServiceImpl<typeof AgentService> {
       engineId: r.engineId,
       startTier: r.startTier,
       seconds: r.seconds,
-      bytesDone: BigInt(this.deps.disk.index(key)?.totalBytes ?? 0n),
-      bytesTotal: BigInt(this.deps.disk.index(key)?.totalBytes ?? 0n),
+      bytesDone: BigInt(r.bytes),
+      bytesTotal: BigInt(r.bytes),
     };
   }
 

@@ -40,6 +40,8 @@ export interface LoadProgress {
 
 export interface LoadResult {
   key: string;
+  /** Bytes of the checkpoint (0 for an external runtime). */
+  bytes: number;
   engineId: string;
   startTier: Tier;
   timings: TierTime[];
@@ -154,12 +156,12 @@ export class ModelLoader {
   private residentResult(key: string): LoadResult | undefined {
     const ext = this.deps.external.get(key);
     if (ext !== undefined) {
-      return ext.running ? { key, engineId: ext.id, startTier: Tier.GPU, timings: [], seconds: 0 } : undefined;
+      return ext.running ? { key, bytes: 0, engineId: ext.id, startTier: Tier.GPU, timings: [], seconds: 0 } : undefined;
     }
     const worker = this.deps.engines.find(key);
     if (worker === undefined || worker.model === undefined) return undefined;
     worker.model.lastUsed = Date.now();
-    return { key, engineId: worker.id, startTier: Tier.GPU, timings: [], seconds: 0 };
+    return { key, bytes: worker.model.bytes, engineId: worker.id, startTier: Tier.GPU, timings: [], seconds: 0 };
   }
 
   private async doLoad(key: string, ref: CheckpointRef, options: LoadOptions, report: (p: LoadProgress) => void): Promise<LoadResult> {
@@ -168,12 +170,12 @@ export class ModelLoader {
     const timings: TierTime[] = [];
     const progress = (tier: Tier, bytesDone: number, bytesTotal: number): void =>
       report({ tier, bytesDone, bytesTotal, timings: [...timings], startTier, seconds: (performance.now() - started) / 1000 });
-    const finish = (engineId: string): LoadResult => {
+    const finish = (engineId: string, bytes: number): LoadResult => {
       const seconds = (performance.now() - started) / 1000;
       const label = TIER_LABEL[startTier];
       this.deps.metrics.modelLoadSeconds.observe({ tier: label }, seconds);
       this.deps.metrics.coldStarts.inc({ tier: label });
-      return { key, engineId, startTier, timings, seconds };
+      return { key, bytes, engineId, startTier, timings, seconds };
     };
 
     const ext = this.deps.external.get(key);
@@ -182,7 +184,7 @@ export class ModelLoader {
       const t = performance.now();
       await ext.start();
       timings.push({ tier: Tier.REMOTE, bytes: 0, seconds: (performance.now() - t) / 1000 });
-      return finish(ext.id);
+      return finish(ext.id, 0);
     }
     const resident = this.residentResult(key);
     if (resident !== undefined) return resident;
@@ -227,7 +229,7 @@ export class ModelLoader {
         progress(Tier.GPU, total, total);
         disk.touch(key);
         dram.touch(key);
-        return finish(worker.id);
+        return finish(worker.id, total);
       } catch (err) {
         await this.deps.engines.giveBack(worker);
         throw err;
