@@ -11,7 +11,7 @@ let orchestrator: RunningOrchestrator;
 let agent: TestAgent;
 
 test.before(async () => {
-  orchestrator = await startOrchestrator({ port: 0, modelsFile: null, heartbeatIntervalMs: 100, token: "s3cret", log: () => {} });
+  orchestrator = await startOrchestrator({ port: 0, modelsFile: null, heartbeatIntervalMs: 100, agentExpiryMs: 5000, token: "s3cret", log: () => {} });
   agent = await TestAgent.start({ id: "a", models: { m: Tier.DISK }, heartbeatMs: 50 });
   // The test agent heartbeats without a token, so it reports through a client that has one.
   const client = new ThawClient({ baseUrl: orchestrator.url, token: "s3cret" });
@@ -26,9 +26,10 @@ test.after.always(async () => {
 for (const protocol of ["grpc", "connect"] as const) {
   test.serial(`models, agents, explain and completions over ${protocol}`, async (t) => {
     const thaw = new ThawClient({ baseUrl: orchestrator.url, token: "s3cret", protocol });
+    // What the previous loop loaded is remembered until a heartbeat two intervals later says otherwise.
     agent.tiers.set("m", Tier.DISK);
+    await new Promise((r) => setTimeout(r, 250));
     await thaw.scheduler.heartbeat({ status: agent.status() });
-    await new Promise((r) => setTimeout(r, 350)); // the previous loop's load is remembered for 3 heartbeat intervals
     const info = await thaw.registerModel({ id: "m", source: "org/m", keepAliveSeconds: 60 });
     t.is(info.spec?.source, "org/m");
     t.deepEqual((await thaw.listModels()).map((m) => [m.spec?.id, m.placements.map((p) => [p.agentId, tierName(p.tier)])]), [["m", [["a", "disk"]]]]);

@@ -25,7 +25,7 @@ let agent: TestAgent;
 let address: string;
 
 test.before(async () => {
-  orchestrator = await startOrchestrator({ port: 0, modelsFile: null, heartbeatIntervalMs: 100, models: [{ id: "m" }], log: () => {} });
+  orchestrator = await startOrchestrator({ port: 0, modelsFile: null, heartbeatIntervalMs: 100, agentExpiryMs: 5000, models: [{ id: "m" }], log: () => {} });
   agent = await TestAgent.start({ id: "a", models: { m: Tier.GPU }, scheduler: orchestrator.url, heartbeatMs: 50 });
   address = `127.0.0.1:${orchestrator.port}`;
 });

@@ -73,11 +73,17 @@ interface Placement {
   score: Score;
 }
 
-/** Transient knowledge newer than the last heartbeat: a finished load, a started unload. */
+/**
+ * Transient knowledge newer than the last heartbeat: a finished load, a started unload. It holds
+ * until a heartbeat confirms it, or until heartbeats received well after it say otherwise (the
+ * agent's own view wins then), or for OVERRIDE_MAX_MS at most.
+ */
 interface TierOverride {
   tier: Tier;
-  untilMs: number;
+  setAtMs: number;
 }
+
+const OVERRIDE_MAX_MS = 30_000;
 
 const RETRYABLE = new Set([Code.Unavailable, Code.Unknown, Code.Internal, Code.Aborted, Code.ResourceExhausted, Code.FailedPrecondition, Code.Canceled, Code.DataLoss]);
 
@@ -140,12 +146,14 @@ export class Scheduler {
   heartbeat(status: AgentStatus): { intervalMs: number } {
     const record = this.deps.agents.heartbeat(status);
     // A heartbeat that confirms what an override anticipated ends the override.
+    const now = this.now();
     for (const [key, o] of this.overrides) {
       if (!key.startsWith(`${record.id}|`)) continue;
       const ref = refOfKey(key);
       const entry = findEntry(status, ref);
       const reported = entry?.tier ?? Tier.REMOTE;
-      if ((o.tier === Tier.GPU) === (reported === Tier.GPU)) this.overrides.delete(key);
+      const confirmed = (o.tier === Tier.GPU) === (reported === Tier.GPU);
+      if (confirmed || now - o.setAtMs > 2 * this.options.heartbeatIntervalMs) this.overrides.delete(key);
     }
     return { intervalMs: this.options.heartbeatIntervalMs };
   }
@@ -228,7 +236,7 @@ export class Scheduler {
     const key = `${agentId}|${keyOf(ref)}`;
     const o = this.overrides.get(key);
     if (o === undefined) return undefined;
-    if (o.untilMs < this.now()) {
+    if (this.now() - o.setAtMs > OVERRIDE_MAX_MS) {
       this.overrides.delete(key);
       return undefined;
     }
@@ -388,7 +396,7 @@ export class Scheduler {
     this.deps.metrics.coldStarts.inc({ tier });
     this.deps.metrics.modelLoadSeconds.observe({ tier }, seconds);
     for (const t of last.timings) this.deps.metrics.loadBytes.inc({ tier: tierName(t.tier) }, Number(t.bytes));
-    this.overrides.set(`${agent.id}|${keyOf(ref)}`, { tier: Tier.GPU, untilMs: this.now() + 3 * this.options.heartbeatIntervalMs });
+    this.overrides.set(`${agent.id}|${keyOf(ref)}`, { tier: Tier.GPU, setAtMs: this.now() });
     this.log(`loaded ${model.spec.id} on ${agent.id} from ${tier} in ${seconds.toFixed(3)}s`);
   }
 
@@ -644,12 +652,13 @@ export class Scheduler {
     const key = `${agent.id}|${keyOf(ref)}`;
     const existing = this.unloads.get(key);
     if (existing) return existing;
-    this.overrides.set(key, { tier: Tier.DRAM, untilMs: this.now() + 3 * this.options.heartbeatIntervalMs });
+    this.overrides.set(key, { tier: Tier.DRAM, setAtMs: this.now() });
     const client = this.deps.connector.client(agent.status.address);
     const done = client
       .unloadModel({ ref, downTo: Tier.GPU }, { timeoutMs: 30_000 })
       .then(
         () => {
+          this.overrides.set(key, { tier: Tier.DRAM, setAtMs: this.now() });
           this.deps.metrics.unloads.inc({ reason });
           this.lastUse.delete(key);
           this.log(`unloaded ${keyOf(ref)} from ${agent.id} (${reason})`);

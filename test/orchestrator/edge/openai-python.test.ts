@@ -21,7 +21,7 @@ let orchestrator: RunningOrchestrator;
 let agent: TestAgent;
 
 test.before(async () => {
-  orchestrator = await startOrchestrator({ port: 0, modelsFile: null, heartbeatIntervalMs: 100, apiKeys: [KEY], models: [{ id: "m" }], log: () => {} });
+  orchestrator = await startOrchestrator({ port: 0, modelsFile: null, heartbeatIntervalMs: 100, agentExpiryMs: 5000, apiKeys: [KEY], models: [{ id: "m" }], log: () => {} });
   agent = await TestAgent.start({ id: "a", models: { m: Tier.GPU }, scheduler: orchestrator.url, heartbeatMs: 50, maxModelLen: 1000 });
 });
 
@@ -41,7 +41,7 @@ test.serial("chat, streaming, completions and typed errors", async (t) => {
 });
 
 test.serial("RateLimitError with Retry-After when the queue is full", async (t) => {
-  const full = await startOrchestrator({ port: 0, modelsFile: null, heartbeatIntervalMs: 100, apiKeys: [KEY], maxInflightPerAgent: 1, maxQueue: 0, models: [{ id: "m" }], log: () => {} });
+  const full = await startOrchestrator({ port: 0, modelsFile: null, heartbeatIntervalMs: 100, agentExpiryMs: 5000, apiKeys: [KEY], maxInflightPerAgent: 1, maxQueue: 0, models: [{ id: "m" }], log: () => {} });
   const slow = await TestAgent.start({ id: "slow", models: { m: Tier.GPU }, scheduler: full.url, heartbeatMs: 50, tokenDelayMs: 50 });
   t.teardown(async () => {
     await slow.close();

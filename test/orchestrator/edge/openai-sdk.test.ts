@@ -18,7 +18,7 @@ test.before(async () => {
   orchestrator = await startOrchestrator({
     port: 0,
     modelsFile: null,
-    heartbeatIntervalMs: 100,
+    heartbeatIntervalMs: 100, agentExpiryMs: 5000,
     agentWaitMs: 500,
     apiKeys: [KEY, "sk-other"],
     models: [{ id: "m" }, { id: "org/slow" }],
@@ -191,7 +191,7 @@ test.serial("errors surface as the SDK's typed errors with OpenAI's bodies", asy
 });
 
 test.serial("a full queue is 429 (RateLimitError) with Retry-After", async (t) => {
-  const busy = await startOrchestrator({ port: 0, modelsFile: null, heartbeatIntervalMs: 100, maxInflightPerAgent: 1, maxQueue: 0, models: [{ id: "m" }], log: () => {} });
+  const busy = await startOrchestrator({ port: 0, modelsFile: null, heartbeatIntervalMs: 100, agentExpiryMs: 5000, maxInflightPerAgent: 1, maxQueue: 0, models: [{ id: "m" }], log: () => {} });
   const slow = await TestAgent.start({ id: "slow", models: { m: Tier.GPU }, tokenDelayMs: 100, scheduler: busy.url, heartbeatMs: 50 });
   t.teardown(async () => {
     await slow.close();

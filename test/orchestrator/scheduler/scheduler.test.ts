@@ -21,6 +21,8 @@ async function system(t: ExecutionContext, agents: Omit<TestAgentOptions, "sched
     port: 0,
     modelsFile: null,
     heartbeatIntervalMs: 100,
+    // Generous: ava runs test files in parallel on few cores, and heartbeats can be late.
+    agentExpiryMs: 5000,
     sweepIntervalMs: 50,
     agentWaitMs: 1000,
     models: [{ id: "m" }],
@@ -183,10 +185,11 @@ test("admission: a full queue is refused with RESOURCE_EXHAUSTED and a retry-aft
 });
 
 test("with no agent a request waits for one to appear, and fails with UNAVAILABLE if none does", async (t) => {
-  const { orchestrator, client } = await system(t, [], { agentWaitMs: 300 });
-  const err = await t.throwsAsync(client.chatText("m", [{ role: "user", content: "x" }]));
+  const impatient = await system(t, [], { agentWaitMs: 300 });
+  const err = await t.throwsAsync(impatient.client.chatText("m", [{ role: "user", content: "x" }]));
   t.is((err as ConnectError).code, Code.Unavailable);
   t.regex((err as ConnectError).rawMessage, /no agent/);
+  const { orchestrator, client } = await system(t, [], { agentWaitMs: 20_000 });
   const late = client.chatText("m", [{ role: "user", content: "x" }]);
   await sleep(100);
   const agent = await TestAgent.start({ id: "late", scheduler: orchestrator.url, heartbeatMs: 50 });
