@@ -18,7 +18,7 @@ import {
   type ListCheckpointsRequest,
   type ReadChunkRequest,
 } from "../gen/thaw/converter/v1/converter_service_pb.js";
-import { NotFoundError, type CheckpointStore } from "../store/store.js";
+import { INDEX_FILE, NotFoundError, type CheckpointStore } from "../store/store.js";
 import { SharedConversions } from "./shared-conversion.js";
 
 /** Progress fields of a ConvertResponse (everything but the final index). */
@@ -113,22 +113,17 @@ export class ConverterServiceImpl implements ServiceImpl<typeof ConverterService
 
   async *readChunk(request: ReadChunkRequest, ctx: HandlerContext) {
     const index = await this.index(request.ref);
-    // Only files the index lists can be read: no path from a request reaches anything else.
-    const chunk = index.chunks.find((c) => c.fileName === request.fileName);
-    if (chunk === undefined) {
-      throw new ConnectError(`${index.modelKey} has no chunk named ${JSON.stringify(request.fileName)}`, Code.NotFound);
-    }
-    const fileLength = chunk.byteLength;
+    const fileLength = await this.servedFileLength(index, request.fileName);
     const offset = request.offset;
     if (offset > fileLength) {
-      throw new ConnectError(`offset ${offset} is past the end of ${chunk.fileName} (${fileLength} bytes)`, Code.OutOfRange);
+      throw new ConnectError(`offset ${offset} is past the end of ${request.fileName} (${fileLength} bytes)`, Code.OutOfRange);
     }
     const available = fileLength - offset;
     const length = request.length === 0n || request.length > available ? available : request.length;
     let at = offset;
     let pending: Uint8Array[] = [];
     let pendingBytes = 0;
-    const range = this.deps.store.readRange(index.modelKey, chunk.fileName, Number(offset), Number(length), ctx.signal);
+    const range = this.deps.store.readRange(index.modelKey, request.fileName, Number(offset), Number(length), ctx.signal);
     for await (const data of range) {
       pending.push(data);
       pendingBytes += data.byteLength;
@@ -141,6 +136,23 @@ export class ConverterServiceImpl implements ServiceImpl<typeof ConverterService
     }
     if (pendingBytes > 0) yield { offset: at, data: takeBytes(pending, pendingBytes), fileLength };
     pending = [];
+  }
+
+  /**
+   * Length of a file ReadChunk may serve: a chunk or side file the index lists, or the index itself
+   * (so an agent whose only origin is the converter gets everything a load needs). No other name
+   * reaches the store, so no path from a request can leave the checkpoint.
+   */
+  private async servedFileLength(index: CheckpointIndex, fileName: string): Promise<bigint> {
+    const chunk = index.chunks.find((c) => c.fileName === fileName);
+    if (chunk !== undefined) return chunk.byteLength;
+    const extra = index.extraFiles.find((f) => f.name === fileName);
+    if (extra !== undefined) return extra.size;
+    if (fileName === INDEX_FILE) {
+      const info = await this.deps.store.stat(index.modelKey, INDEX_FILE);
+      if (info !== undefined) return BigInt(info.size);
+    }
+    throw new ConnectError(`${index.modelKey} has no file named ${JSON.stringify(fileName)}`, Code.NotFound);
   }
 
   private key(ref: CheckpointRef | undefined): string {

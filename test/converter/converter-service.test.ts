@@ -76,6 +76,16 @@ test("convert streams progress and publishes; get, list, read and delete see it"
   }
   t.deepEqual(Buffer.concat(resumed), bytes.subarray(4097, 14097));
 
+  // Side files and the index itself are served too: an agent whose only origin is the converter needs them.
+  const readWhole = async (fileName: string) => {
+    const parts: Uint8Array[] = [];
+    for await (const r of client.readChunk({ ref: { modelId: "tiny" }, fileName })) parts.push(r.data);
+    return Buffer.concat(parts);
+  };
+  const folder = store.localPath!("tiny@main");
+  t.deepEqual(await readWhole("config.json"), await readFile(path.join(folder, "config.json")));
+  t.deepEqual(await readWhole("model.idx"), await readFile(path.join(folder, "model.idx")));
+
   const deleted = await client.deleteCheckpoint({ ref: { modelId: "tiny" } });
   t.true(deleted.bytesFreed >= index!.totalBytes);
   const gone = await t.throwsAsync(client.getCheckpoint({ ref: { modelId: "tiny" } }));
@@ -96,13 +106,13 @@ test("concurrent Convert calls for the same model share one conversion", async (
   t.is(new Set(keys).size, 1);
 });
 
-test("ReadChunk refuses names the index does not list and offsets past the end", async (t) => {
+test("ReadChunk refuses names the index does not list, and offsets past the end", async (t) => {
   const { models, client } = await setup(t);
   for await (const _ of client.convert({ source: path.join(models, "tiny"), modelId: "tiny" }));
   const read = async (fileName: string, offset = 0n) => {
     for await (const _ of client.readChunk({ ref: { modelId: "tiny" }, fileName, offset }));
   };
-  for (const name of ["../tiny@main/model.idx", "model.idx", "/etc/passwd", "chunk-99999.bin"]) {
+  for (const name of ["../tiny@main/model.idx", "./model.idx", "/etc/passwd", "chunk-99999.bin", "model.safetensors"]) {
     t.is(((await t.throwsAsync(read(name))) as ConnectError).code, Code.NotFound, name);
   }
   t.is(((await t.throwsAsync(read("chunk-00000.bin", 1n << 40n))) as ConnectError).code, Code.OutOfRange);

@@ -76,7 +76,8 @@ class ConverterServiceServicer(object):
         raise NotImplementedError('Method not implemented!')
 
     def ReadChunk(self, request, context):
-        """Streams a byte range of one chunk file; resume by asking again from the last offset received.
+        """Streams a byte range of a checkpoint file (a chunk, a side file, or the index); resume by asking
+        again from the last offset received.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -282,7 +282,7 @@ export type ReadChunkRequest = Message<"thaw.converter.v1.ReadChunkRequest"> & {
   ref?: CheckpointRef | undefined;
 
   /**
-   * Chunk file name as listed in the index (e.g. "chunk-00000.bin").
+   * A file the index lists: a chunk ("chunk-00000.bin"), a side file ("config.json"), or "model.idx" itself.
    *
    * @generated from field: string file_name = 2;
    */
@@ -448,7 +448,8 @@ export const ConverterService: GenService<{
     output: typeof DeleteCheckpointResponseSchema;
   },
   /**
-   * Streams a byte range of one chunk file; resume by asking again from the last offset received.
+   * Streams a byte range of a checkpoint file (a chunk, a side file, or the index); resume by asking
+   * again from the last offset received.
    *
    * @generated from rpc thaw.converter.v1.ConverterService.ReadChunk
    */
