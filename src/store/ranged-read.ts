@@ -59,8 +59,7 @@ export async function readFully(
   options: TransferOptions,
   signal?: AbortSignal,
 ): Promise<Uint8Array> {
-  const parts: Uint8Array[] = [];
-  for await (const chunk of streamWithResume(backend, key, start, end, options, signal)) parts.push(chunk);
+  const parts = await collectChunks(streamWithResume(backend, key, start, end, options, signal));
   return parts.length === 1 ? parts[0] : Buffer.concat(parts);
 }
 
@@ -88,13 +87,13 @@ export async function* readObjectRange(
   const controller = new AbortController();
   const onAbort = () => controller.abort(signal?.reason);
   signal?.addEventListener("abort", onAbort, { once: true });
-  const pieces: Promise<Uint8Array>[] = [];
+  const pieces: Promise<Uint8Array[]>[] = [];
   let next = start + options.rangeSize; // the first piece is streamed, not prefetched
   let limit = options.readConcurrency - 1; // the streamed first piece holds one slot
   const prefetch = () => {
     while (next < end && pieces.length < limit) {
       const pieceEnd = Math.min(end, next + options.rangeSize);
-      const piece = readFully(backend, key, next, pieceEnd, options, controller.signal);
+      const piece = collectChunks(streamWithResume(backend, key, next, pieceEnd, options, controller.signal));
       piece.catch(() => {}); // observed when its turn comes; avoids an unhandled rejection meanwhile
       pieces.push(piece);
       next = pieceEnd;
@@ -105,12 +104,18 @@ export async function* readObjectRange(
     yield* streamWithResume(backend, key, start, start + options.rangeSize, options, controller.signal);
     limit = options.readConcurrency;
     while (pieces.length > 0) {
-      const piece = await pieces.shift()!;
+      const chunks = await pieces.shift()!;
       prefetch();
-      yield piece;
+      yield* chunks; // as received: no copy into one buffer
     }
   } finally {
     signal?.removeEventListener("abort", onAbort);
     controller.abort(new Error("range read stopped"));
   }
+}
+
+async function collectChunks(chunks: AsyncIterable<Uint8Array>): Promise<Uint8Array[]> {
+  const out: Uint8Array[] = [];
+  for await (const chunk of chunks) out.push(chunk);
+  return out;
 }
