@@ -65,7 +65,7 @@ export async function readFully(
 
 /**
  * Yields bytes [start, end) of `key` in order. Ranges longer than one rangeSize are split and
- * up to readConcurrency pieces are fetched at once (each buffered whole); the first piece is
+ * up to readConcurrency pieces are fetched at once (each held until its turn); the first piece is
  * streamed as it arrives so the caller sees bytes early.
  */
 export async function* readObjectRange(
