@@ -1,11 +1,12 @@
 // Conversion throughput against `cp -r` of the same bytes, measured in the same run on the same
 // warm page cache.
 //
-//   npx tsx bench/convert/run.ts [--gb 2] [--repeat 2] [--dir bench/out/convert] [--fsync] [--keep]
+//   npx tsx bench/convert/run.ts [--gb 2] [--repeat 3] [--dir bench/out/convert] [--fsync] [--keep]
 //
 // Writes a synthetic Llama-shaped bf16 checkpoint (random bytes, sharded safetensors), reads it
 // once to warm the cache, then alternates `cp -r` and convertModel into a LocalStore, deleting
-// (and syncing) the outputs between runs. Prints GB/s of each and the ratio convert / cp.
+// (and syncing) the outputs between runs. Prints GB/s of each (best and median of the runs), the
+// CPU seconds each used, and the ratio convert / cp of the best runs.
 // --fsync makes the store fsync before publishing and compares with `cp -r && sync`.
 import { spawnSync } from "node:child_process";
 import { randomFillSync } from "node:crypto";
@@ -19,7 +20,7 @@ import { LocalStore } from "../../src/store/local-store.js";
 const { values: args } = parseArgs({
   options: {
     gb: { type: "string", default: "2" },
-    repeat: { type: "string", default: "2" },
+    repeat: { type: "string", default: "3" },
     dir: { type: "string", default: "bench/out/convert" },
     "shard-gb": { type: "string", default: "1" },
     fsync: { type: "boolean", default: false },
@@ -131,21 +132,37 @@ function sh(cmd: string, argv: string[]): void {
   if (r.status !== 0) throw new Error(`${cmd} ${argv.join(" ")} failed`);
 }
 
-async function timeCp(): Promise<number> {
-  const dest = path.join(root, "cp-out");
-  const t0 = performance.now();
-  sh("cp", ["-r", source, dest]);
-  if (args.fsync) sh("sync", []);
-  const s = (performance.now() - t0) / 1000;
-  await rm(dest, { recursive: true, force: true });
-  sh("sync", []);
-  return s;
+interface Timing {
+  wall: number;
+  /** CPU seconds (user + system), when measurable. */
+  cpu?: number;
 }
 
-async function timeConvert(): Promise<number> {
+async function timeCp(): Promise<Timing> {
+  const dest = path.join(root, "cp-out");
+  const t0 = performance.now();
+  // /usr/bin/time reports cp's CPU time; plain cp where it is missing
+  const timed = spawnSync("/usr/bin/time", ["-f", "%U %S", "cp", "-r", source, dest], { encoding: "utf8" });
+  let cpu: number | undefined;
+  if (timed.error === undefined && timed.status === 0) {
+    const [user, system] = timed.stderr.trim().split("\n").at(-1)!.split(" ").map(Number);
+    cpu = user + system;
+  } else {
+    await rm(dest, { recursive: true, force: true });
+    sh("cp", ["-r", source, dest]);
+  }
+  if (args.fsync) sh("sync", []);
+  const wall = (performance.now() - t0) / 1000;
+  await rm(dest, { recursive: true, force: true });
+  sh("sync", []);
+  return { wall, cpu };
+}
+
+async function timeConvert(): Promise<Timing> {
   const storeRoot = path.join(root, "store");
   await rm(storeRoot, { recursive: true, force: true });
   const store = await LocalStore.open(storeRoot, { fsync: args.fsync });
+  const cpu0 = process.cpuUsage();
   const t0 = performance.now();
   await convertModel({
     source,
@@ -154,10 +171,11 @@ async function timeConvert(): Promise<number> {
     blockSize: args["block-mib"] ? Number(args["block-mib"]) << 20 : undefined,
     buffers: args.buffers ? Number(args.buffers) : undefined,
   });
-  const s = (performance.now() - t0) / 1000;
+  const wall = (performance.now() - t0) / 1000;
+  const cpu = process.cpuUsage(cpu0);
   await rm(storeRoot, { recursive: true, force: true });
   sh("sync", []);
-  return s;
+  return { wall, cpu: (cpu.user + cpu.system) / 1e6 };
 }
 
 const bytes = await writeSource();
@@ -165,23 +183,30 @@ sh("sync", []);
 sh("cat", (await readdir(source)).map((n) => path.join(source, n))); // warm the page cache (output discarded)
 console.log(`source: ${(bytes / GB).toFixed(2)} GB in ${source} (${os.cpus().length} cores, fsync ${args.fsync ? "on" : "off"})`);
 
-const cpTimes: number[] = [];
-const convertTimes: number[] = [];
+const cpRuns: Timing[] = [];
+const convertRuns: Timing[] = [];
 for (let r = 0; r < Number(args.repeat); r++) {
   // alternate the order so neither always runs right after the other's writeback
   const order = r % 2 === 0 ? [timeCp, timeConvert] : [timeConvert, timeCp];
   for (const run of order) {
-    const s = await run();
-    (run === timeCp ? cpTimes : convertTimes).push(s);
-    console.log(`  run ${r + 1} ${run === timeCp ? "cp -r  " : "convert"}: ${s.toFixed(2)} s  ${(bytes / s / GB).toFixed(2)} GB/s`);
+    const t = await run();
+    (run === timeCp ? cpRuns : convertRuns).push(t);
+    const cpu = t.cpu === undefined ? "" : `, ${t.cpu.toFixed(2)} s CPU`;
+    console.log(`  run ${r + 1} ${run === timeCp ? "cp -r  " : "convert"}: ${t.wall.toFixed(2)} s  ${(bytes / t.wall / GB).toFixed(2)} GB/s${cpu}`);
   }
 }
+const rate = (runs: Timing[], pick: (xs: number[]) => number) => bytes / pick(runs.map((t) => t.wall)) / GB;
 const best = (xs: number[]) => Math.min(...xs);
-const cpRate = bytes / best(cpTimes) / GB;
-const convertRate = bytes / best(convertTimes) / GB;
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
-console.log(`cp -r${args.fsync ? " && sync" : ""}: ${cpRate.toFixed(2)} GB/s (best of ${cpTimes.length}; median ${(bytes / median(cpTimes) / GB).toFixed(2)})`);
-console.log(`convert: ${convertRate.toFixed(2)} GB/s (best of ${convertTimes.length}; median ${(bytes / median(convertTimes) / GB).toFixed(2)})`);
-console.log(`ratio convert / cp: ${(convertRate / cpRate).toFixed(2)} (target >= 0.8)`);
-console.log(`| ${new Date().toISOString().slice(0, 10)} | dev | \`npx tsx bench/convert/run.ts --gb ${args.gb}${args.fsync ? " --fsync" : ""}\` | ${convertRate.toFixed(2)} GB/s | ${cpRate.toFixed(2)} GB/s | ${(convertRate / cpRate).toFixed(2)} |`);
+const cpu = (runs: Timing[]) => (runs.every((t) => t.cpu !== undefined) ? `, CPU ${median(runs.map((t) => t.cpu!)).toFixed(2)} s` : "");
+const cpRate = rate(cpRuns, best);
+const convertRate = rate(convertRuns, best);
+const cpName = `cp -r${args.fsync ? " && sync" : ""}`;
+console.log(`${cpName}: ${cpRate.toFixed(2)} GB/s best of ${cpRuns.length} (median ${rate(cpRuns, median).toFixed(2)}${cpu(cpRuns)})`);
+console.log(`convert: ${convertRate.toFixed(2)} GB/s best of ${convertRuns.length} (median ${rate(convertRuns, median).toFixed(2)}${cpu(convertRuns)})`);
+console.log(`ratio convert / cp: ${(convertRate / cpRate).toFixed(2)} best, ${(rate(convertRuns, median) / rate(cpRuns, median)).toFixed(2)} median (target >= 0.8)`);
+console.log(
+  `| ${new Date().toISOString().slice(0, 10)} | dev (${os.cpus().length} cores, no GPU) | \`npx tsx bench/convert/run.ts --gb ${args.gb}${args.fsync ? " --fsync" : ""}\` | ` +
+    `${convertRate.toFixed(2)} GB/s | ${cpRate.toFixed(2)} GB/s (${cpName}) | ${(convertRate / cpRate).toFixed(2)} |`,
+);
 if (!args.keep) await rm(root, { recursive: true, force: true });

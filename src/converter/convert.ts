@@ -21,7 +21,11 @@ import { CONFIG_FILE } from "./sources/repo-files.js";
 import type { ResolvedSource } from "./sources/resolved-source.js";
 import { openWeightFiles } from "./sources/weight-files.js";
 
-/** Progress of a conversion: the fields of ConvertResponse (the index travels as the return value). */
+/**
+ * Progress of a conversion: the fields of ConvertResponse. The DONE message is the caller's to
+ * send, with the index convertModel returns; the last report here is PUBLISHING at 100% (or
+ * RESOLVING "already converted" when an existing checkpoint is returned).
+ */
 export interface ConvertProgress {
   phase: ConvertPhase;
   filesDone: number;
@@ -94,7 +98,7 @@ export async function convertModel(options: ConvertOptions): Promise<CheckpointI
     if (!options.overwrite) {
       const existing = await existingIndex(options.store, key);
       if (existing !== undefined) {
-        report.emit({ phase: ConvertPhase.DONE, message: `${key} is already converted` }, true);
+        report.emit({ phase: ConvertPhase.RESOLVING, message: `${key} is already converted` }, true);
         return existing;
       }
     }
@@ -177,7 +181,7 @@ export async function convertModel(options: ConvertOptions): Promise<CheckpointI
     if (cacheFolder !== undefined && !options.keepDownloads) await rm(cacheFolder, { recursive: true, force: true });
     report.emit(
       {
-        phase: ConvertPhase.DONE,
+        phase: ConvertPhase.PUBLISHING,
         filesDone: resolved.weightFiles.length,
         filesTotal: resolved.weightFiles.length,
         bytesDone: index.totalBytes,

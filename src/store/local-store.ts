@@ -21,6 +21,13 @@ const TEMP_DIR = ".tmp";
 const STALE_AFTER_MS = 24 * 3600 * 1000;
 /** Piece size of readRange. */
 const READ_PIECE = 4 << 20;
+/**
+ * Largest single write() call. Bigger buffered writes make the kernel build the page cache from
+ * large folios; where free memory has been handed back to the hypervisor (our VMs), allocating
+ * those costs several times the CPU of the copy itself (measured converting 2 GB: 2.4–3.6 s of
+ * system time with 1 MiB writes, 0.8–1.0 s with 512 KiB; 64 KiB pays for the extra syscalls).
+ */
+const WRITE_PIECE = 512 << 10;
 
 /** Options of LocalStore.open. */
 export interface LocalStoreOptions {
@@ -203,9 +210,9 @@ class LocalCheckpointWrite implements CheckpointWrite {
         // Positional writes: the offset is claimed before awaiting, so overlapped calls stay in order.
         const at = position;
         position += data.byteLength;
-        for (let done = 0; done < data.byteLength; ) {
-          const { bytesWritten } = await handle.write(data, done, data.byteLength - done, at + done);
-          done += bytesWritten;
+        // One piece at a time: concurrent writes to one file only contend for its inode lock.
+        for (let from = 0; from < data.byteLength; from += WRITE_PIECE) {
+          await writeFully(handle, data.subarray(from, Math.min(from + WRITE_PIECE, data.byteLength)), at + from);
         }
       },
       async close(): Promise<void> {
@@ -304,6 +311,13 @@ function processAlive(pid: number): boolean {
     return true;
   } catch (err) {
     return (err as NodeJS.ErrnoException).code === "EPERM";
+  }
+}
+
+async function writeFully(handle: FileHandle, data: Uint8Array, position: number): Promise<void> {
+  for (let done = 0; done < data.byteLength; ) {
+    const { bytesWritten } = await handle.write(data, done, data.byteLength - done, position + done);
+    done += bytesWritten;
   }
 }
 
