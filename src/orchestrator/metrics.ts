@@ -11,6 +11,18 @@ export interface MetricsSnapshot {
   queued: number;
 }
 
+/** Per-model children of the request series. */
+export interface ModelSeries {
+  e2eLatency: Histogram.Internal<"model">;
+  inferenceLatency: Histogram.Internal<"model">;
+  timeToFirstToken: Histogram.Internal<"model">;
+  interTokenLatency: Histogram.Internal<"model">;
+  promptTokens: Counter.Internal;
+  generationTokens: Counter.Internal;
+  running: Gauge.Internal<"model">;
+  waiting: Gauge.Internal<"model">;
+}
+
 const LATENCY_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80, 160];
 const TOKEN_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1, 2.5];
 const LOAD_BUCKETS = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120];
@@ -45,6 +57,7 @@ export class OrchestratorMetrics {
 
   private snapshot: () => MetricsSnapshot = () => ({ agents: [], queued: 0 });
   private readonly hits = new Map<string, { warm: number; all: number }>();
+  private readonly models = new Map<string, ModelSeries>();
 
   constructor(readonly registry: Registry) {
     const registers = [registry];
@@ -126,6 +139,25 @@ export class OrchestratorMetrics {
     this.conversions = new Counter({ name: "conversions_total", help: "Conversions the scheduler started, by result", labelNames: ["result"], registers });
     this.retries = new Counter({ name: "request_retries_total", help: "Choices retried on another agent after failing before their first token", labelNames: ["model"], registers });
     this.httpRequests = new Counter({ name: "http_requests_total", help: "Edge HTTP requests, by endpoint and status", labelNames: ["endpoint", "status"], registers });
+  }
+
+  /** The per-model series, label lookups done once per model (they cost on every token otherwise). */
+  forModel(model: string): ModelSeries {
+    let series = this.models.get(model);
+    if (series === undefined) {
+      series = {
+        e2eLatency: this.e2eLatency.labels(model),
+        inferenceLatency: this.inferenceLatency.labels(model),
+        timeToFirstToken: this.timeToFirstToken.labels(model),
+        interTokenLatency: this.interTokenLatency.labels(model),
+        promptTokens: this.promptTokens.labels(model),
+        generationTokens: this.generationTokens.labels(model),
+        running: this.running.labels(model),
+        waiting: this.waiting.labels(model),
+      };
+      this.models.set(model, series);
+    }
+    return series;
   }
 
   /** Where the computed gauges read live state from (the scheduler). */

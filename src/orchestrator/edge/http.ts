@@ -12,14 +12,22 @@ export const MAX_BODY_BYTES = 32 << 20;
 
 /** Reads and parses a JSON object body. */
 export async function readJson(req: EdgeRequest, limit = MAX_BODY_BYTES): Promise<Record<string, unknown>> {
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of req as AsyncIterable<Buffer>) {
-    size += chunk.length;
-    if (size > limit) throw new OpenAIError(413, `request body is larger than ${limit} bytes`, "invalid_request_error");
-    chunks.push(chunk);
-  }
-  const text = Buffer.concat(chunks).toString("utf8");
+  const text = await new Promise<string>((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    req.on("data", (chunk: Buffer) => {
+      size += chunk.length;
+      if (size > limit) {
+        req.removeAllListeners("data");
+        req.resume();
+        reject(new OpenAIError(413, `request body is larger than ${limit} bytes`, "invalid_request_error"));
+        return;
+      }
+      chunks.push(chunk);
+    });
+    req.once("end", () => resolve(chunks.length === 1 ? chunks[0].toString("utf8") : Buffer.concat(chunks).toString("utf8")));
+    req.once("error", reject);
+  });
   if (text.trim() === "") throw badRequest("the request body is empty; send a JSON object");
   let value: unknown;
   try {
@@ -48,15 +56,31 @@ export function sendText(res: EdgeResponse, status: number, text: string, conten
   res.end(text);
 }
 
-/** A server-sent event stream in OpenAI's framing: `data: <json>\n\n` …, then `data: [DONE]\n\n`. */
+/**
+ * A server-sent event stream in OpenAI's framing: `data: <json>\n\n` …, then `data: [DONE]\n\n`.
+ * Events written in one turn of the event loop leave in one socket write (the response is corked
+ * at the first and uncorked at the end of the turn), so bursts of tokens cost one syscall, and a
+ * lone token waits for nothing.
+ */
 export class SseWriter {
   private open = false;
-
+  private corked = false;
   private readonly res: http.ServerResponse;
+  private readonly flush = () => {
+    this.corked = false;
+    if (!this.res.writableEnded) this.res.uncork();
+  };
 
   constructor(res: EdgeResponse) {
     // The HTTP/2 compatibility response has the same write/end/writeHead surface.
     this.res = res as http.ServerResponse;
+  }
+
+  private cork(): void {
+    if (this.corked || typeof this.res.cork !== "function") return;
+    this.corked = true;
+    this.res.cork();
+    setImmediate(this.flush);
   }
 
   start(headers: Record<string, string> = {}): void {
@@ -71,12 +95,26 @@ export class SseWriter {
   }
 
   send(data: unknown): void {
+    this.cork();
     this.res.write(`data: ${JSON.stringify(data)}\n\n`);
+  }
+
+  /** Writes events already framed ("data: …\n\n"). */
+  write(framed: string): void {
+    this.cork();
+    this.res.write(framed);
+  }
+
+  /** Writes an event whose JSON is already made. */
+  sendRaw(json: string): void {
+    this.cork();
+    this.res.write(`data: ${json}\n\n`);
   }
 
   /** Writes several events in one socket write. */
   sendAll(data: unknown[]): void {
     if (data.length === 0) return;
+    this.cork();
     let text = "";
     for (const d of data) text += `data: ${JSON.stringify(d)}\n\n`;
     this.res.write(text);

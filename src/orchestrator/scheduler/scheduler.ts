@@ -85,6 +85,9 @@ interface TierOverride {
 
 const OVERRIDE_MAX_MS = 30_000;
 
+/** The reason given to a request's own controller when it ends early (made once: errors are costly to make). */
+const REQUEST_ENDED = new ConnectError("request ended", Code.Canceled);
+
 const RETRYABLE = new Set([Code.Unavailable, Code.Unknown, Code.Internal, Code.Aborted, Code.ResourceExhausted, Code.FailedPrecondition, Code.Canceled, Code.DataLoss]);
 
 export class Scheduler {
@@ -436,43 +439,69 @@ export class Scheduler {
   // ─── generation ────────────────────────────────────────────────────────────────────────────────
 
   /** A chat completion (what the edge and SchedulerService.ChatCompletion call). */
-  chat(request: ChatCompletionRequest, signal: AbortSignal): AsyncGenerator<ChoiceOutput> {
+  chat(request: ChatCompletionRequest, signal: AbortSignal): AsyncIterable<ChoiceOutput> {
     const plan = chatPlan(request);
     return this.generate(plan.model, plan.n, plan.infer, signal);
   }
 
   /** A text completion (what the edge and SchedulerService.Completion call). */
-  complete(request: CompletionRequest, signal: AbortSignal): AsyncGenerator<ChoiceOutput> {
+  complete(request: CompletionRequest, signal: AbortSignal): AsyncIterable<ChoiceOutput> {
     const plan = completionPlan(request);
     return this.generate(plan.model, plan.n, plan.infer, signal);
   }
 
   /**
    * Runs `n` choices of one request and streams their output, interleaved, in order per choice.
-   * Errors before any output have their own code (NOT_FOUND, RESOURCE_EXHAUSTED, UNAVAILABLE …);
-   * an agent that fails after a choice's first token ends the stream with UNAVAILABLE.
+   * Nothing happens until the first `next()`; errors before any output have their own code
+   * (NOT_FOUND, RESOURCE_EXHAUSTED, UNAVAILABLE …) and surface there; an agent that fails after a
+   * choice's first token ends the stream with UNAVAILABLE. Leaving early (`return()`) or the
+   * signal aborting stops every choice. (A plain iterator over a channel rather than an async
+   * generator: the edge pays no generator hops per token.)
    */
-  async *generate(modelId: string, n: number, infer: (choice: number) => InferInit, signal: AbortSignal): AsyncGenerator<ChoiceOutput> {
+  generate(modelId: string, n: number, infer: (choice: number) => InferInit, signal: AbortSignal): AsyncIterable<ChoiceOutput> {
     const model = this.requireModel(modelId);
-    const { metrics, admission } = this.deps;
+    const { metrics } = this.deps;
     const label = model.spec.id;
+    const series = metrics.forModel(label);
     const arrived = this.now();
     const ctl = new AbortController();
     const onAbort = () => ctl.abort(signal.reason);
-    if (signal.aborted) onAbort();
-    else signal.addEventListener("abort", onAbort, { once: true });
     const stats = { firstToken: false, arrived, model: label };
-    let waiting = true;
-    let running = false;
-    metrics.waiting.inc({ model: label });
-    try {
+    const channel = new Channel<ChoiceOutput>();
+    const channelIterator = channel[Symbol.asyncIterator]();
+    let state: "new" | "waiting" | "running" | "done" = "new";
+    let started: Promise<void> | undefined;
+
+    const finish = (completed: boolean) => {
+      if (state === "done") return;
+      if (state === "waiting") series.waiting.dec();
+      if (state === "running") series.running.dec();
+      state = "done";
+      signal.removeEventListener("abort", onAbort);
+      if (completed) {
+        const seconds = (this.now() - arrived) / 1000;
+        series.e2eLatency.observe(seconds);
+        series.inferenceLatency.observe(seconds);
+      } else {
+        ctl.abort(REQUEST_ENDED);
+      }
+    };
+    const failure = (err: unknown): ConnectError => {
+      if (signal.aborted) return new ConnectError("request cancelled by the client", Code.Canceled);
+      const e = ConnectError.from(err);
+      metrics.requestErrors.inc({ model: label, code: Code[e.code] ?? String(e.code) });
+      return e;
+    };
+    const start = async () => {
+      if (signal.aborted) onAbort();
+      else signal.addEventListener("abort", onAbort, { once: true });
+      state = "waiting";
+      series.waiting.inc();
       await this.ensureConverted(model, ctl.signal);
       const placement = await this.place(model, n, new Set(), ctl.signal, true);
-      metrics.waiting.dec({ model: label });
-      waiting = false;
-      metrics.running.inc({ model: label });
-      running = true;
-      const channel = new Channel<ChoiceOutput>();
+      series.waiting.dec();
+      series.running.inc();
+      state = "running";
       let remaining = n;
       for (let i = 0; i < n; i++) {
         this.runChoice(model, i, placement, infer(i), channel, ctl.signal, stats).then(
@@ -485,20 +514,29 @@ export class Scheduler {
           },
         );
       }
-      yield* channel;
-      const seconds = (this.now() - arrived) / 1000;
-      metrics.e2eLatency.observe({ model: label }, seconds);
-      metrics.inferenceLatency.observe({ model: label }, seconds);
-    } catch (err) {
-      const e = ConnectError.from(err);
-      if (!signal.aborted) metrics.requestErrors.inc({ model: label, code: Code[e.code] ?? String(e.code) });
-      throw signal.aborted ? new ConnectError("request cancelled by the client", Code.Canceled) : e;
-    } finally {
-      signal.removeEventListener("abort", onAbort);
-      ctl.abort(new ConnectError("request finished", Code.Canceled));
-      if (waiting) metrics.waiting.dec({ model: label });
-      if (running) metrics.running.dec({ model: label });
-    }
+    };
+    const iterator: AsyncIterator<ChoiceOutput> = {
+      next: async () => {
+        if (state === "done") return { value: undefined, done: true };
+        try {
+          if (started === undefined) started = start();
+          await started;
+          const r = await channelIterator.next();
+          if (r.done) finish(true);
+          return r;
+        } catch (err) {
+          const e = failure(err);
+          finish(false);
+          throw e;
+        }
+      },
+      return: async () => {
+        finish(false);
+        await channelIterator.return?.();
+        return { value: undefined, done: true };
+      },
+    };
+    return { [Symbol.asyncIterator]: () => iterator };
   }
 
   /** One choice: load if needed, Infer, retry elsewhere on a failure before the first token. */
@@ -511,7 +549,8 @@ export class Scheduler {
     signal: AbortSignal,
     stats: { firstToken: boolean; arrived: number; model: string },
   ): Promise<void> {
-    const { metrics, admission } = this.deps;
+    const { metrics } = this.deps;
+    const m = metrics.forModel(stats.model);
     const ref = refOf(model);
     const tried = new Set<string>();
     let placement = initial;
@@ -530,29 +569,34 @@ export class Scheduler {
       try {
         await this.ensureLoaded(model, agent, placement.client, signal);
         let last = this.now();
+        let finished = false;
+        // Read every stream to its end, even past the finish: leaving early resets the HTTP/2
+        // stream, and servers count resets (rapid-reset protection closes sessions that send many).
         for await (const r of placement.client.infer({ ...request, ref }, { signal })) {
+          if (finished) continue;
           const t = this.now();
           const count = r.tokens.length;
           if (count > 0) {
             if (!stats.firstToken) {
               stats.firstToken = true;
-              metrics.timeToFirstToken.observe({ model: stats.model }, (t - stats.arrived) / 1000);
+              m.timeToFirstToken.observe((t - stats.arrived) / 1000);
             } else if (produced) {
               const gap = (t - last) / 1000 / count;
-              for (let k = 0; k < count; k++) metrics.interTokenLatency.observe({ model: stats.model }, gap);
+              for (let k = 0; k < count; k++) m.interTokenLatency.observe(gap);
             }
-            metrics.generationTokens.inc({ model: stats.model }, count);
+            m.generationTokens.inc(count);
             last = t;
           }
           const finishReason = toCompletionFinish(r.finishReason);
           if (count > 0 || r.text !== "" || finishReason !== CompletionFinishReason.UNSPECIFIED) produced = true;
           out.push({ index, text: r.text, tokens: r.tokens, finishReason, usage: r.usage, agentId: agent.id });
           if (finishReason !== CompletionFinishReason.UNSPECIFIED) {
-            if (index === 0 && r.usage) metrics.promptTokens.inc({ model: stats.model }, r.usage.promptTokens);
+            if (index === 0 && r.usage) m.promptTokens.inc(r.usage.promptTokens);
             metrics.requestSuccess.inc({ model: stats.model, finished_reason: finishName(finishReason) });
-            return;
+            finished = true;
           }
         }
+        if (finished) return;
         throw new ConnectError(`agent ${agent.id} ended the stream without a finish reason`, Code.Unavailable);
       } catch (err) {
         if (signal.aborted) throw signal.reason instanceof Error ? signal.reason : err;
@@ -676,8 +720,16 @@ export class Scheduler {
 
 // ─── helpers ─────────────────────────────────────────────────────────────────────────────────────
 
+const refs = new WeakMap<RegisteredModel, CheckpointRef>();
+
+/** The checkpoint a registration names (made once per registration). */
 export function refOf(model: RegisteredModel): CheckpointRef {
-  return create(CheckpointRefSchema, { modelId: model.spec.id, revision: model.spec.revision || "main" });
+  let ref = refs.get(model);
+  if (ref === undefined) {
+    ref = create(CheckpointRefSchema, { modelId: model.spec.id, revision: model.spec.revision || "main" });
+    refs.set(model, ref);
+  }
+  return ref;
 }
 
 function keyOf(ref: CheckpointRef): string {

@@ -18,7 +18,8 @@ export async function serveChat(backend: EdgeBackend, chat: ChatRequest, res: Ed
     else await completeChat(stream, chat, res, headers);
   } finally {
     signal.removeEventListener("abort", onAbort);
-    controller.abort();
+    // A response cut short (an error, the client gone) stops its generation; a finished one has nothing to stop.
+    if (!res.writableFinished) controller.abort();
   }
 }
 
@@ -65,36 +66,29 @@ async function streamChat(stream: AsyncIterable<ChoiceOutput>, chat: ChatRequest
   const model = chat.model;
   const withUsage = chat.includeUsage;
   const top = chat.topLogprobs;
-  const chunk = (choice: Record<string, unknown>) =>
-    withUsage
-      ? { id, object: "chat.completion.chunk", created, model, choices: [choice], usage: null }
-      : { id, object: "chat.completion.chunk", created, model, choices: [choice] };
+  // Chunks are written from string pieces: the same JSON as objects would give, made faster per token.
+  const head = `data: {"id":${JSON.stringify(id)},"object":"chat.completion.chunk","created":${created},"model":${JSON.stringify(model)},"choices":[{"index":`;
+  const tail = withUsage ? `}],"usage":null}\n\n` : `}]}\n\n`;
   const usage = new UsageTally();
   const started = new Set<number>();
   try {
     while (!next.done) {
       const out = next.value;
-      const events: unknown[] = [];
+      let events = "";
       if (!started.has(out.index)) {
         started.add(out.index);
-        events.push(chunk({ index: out.index, delta: { role: "assistant", content: "" }, logprobs: null, finish_reason: null }));
+        events += `${head}${out.index},"delta":{"role":"assistant","content":""},"logprobs":null,"finish_reason":null${tail}`;
       }
       if (out.text !== "" || (top !== undefined && out.tokens.length > 0)) {
-        events.push(
-          chunk({
-            index: out.index,
-            delta: { content: out.text },
-            logprobs: top === undefined ? null : { content: chatLogprobs(out.tokens, top) },
-            finish_reason: null,
-          }),
-        );
+        const logprobs = top === undefined ? "null" : JSON.stringify({ content: chatLogprobs(out.tokens, top) });
+        events += `${head}${out.index},"delta":{"content":${JSON.stringify(out.text)}},"logprobs":${logprobs},"finish_reason":null${tail}`;
       }
       const finish = finishReasonName(out.finishReason);
       if (finish !== null) {
         usage.add(0, out.usage);
-        events.push(chunk({ index: out.index, delta: {}, logprobs: null, finish_reason: finish }));
+        events += `${head}${out.index},"delta":{},"logprobs":null,"finish_reason":"${finish}"${tail}`;
       }
-      sse.sendAll(events);
+      if (events !== "") sse.write(events);
       next = await iterator.next();
     }
     if (withUsage) sse.send({ id, object: "chat.completion.chunk", created, model, choices: [], usage: usage.toJSON() });

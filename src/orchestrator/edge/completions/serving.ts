@@ -25,7 +25,8 @@ export async function serveCompletion(
     else await completeAll(stream, completion, res, headers);
   } finally {
     signal.removeEventListener("abort", onAbort);
-    controller.abort();
+    // A response cut short (an error, the client gone) stops its generation; a finished one has nothing to stop.
+    if (!res.writableFinished) controller.abort();
   }
 }
 
@@ -80,20 +81,18 @@ async function streamCompletion(stream: AsyncIterable<ChoiceOutput>, completion:
   const top = completion.topLogprobs;
   const offsets = new Map<number, number>();
   const usage = new UsageTally();
+  // Chunks are written from string pieces: the same JSON as the objects, made faster per token.
+  const head = `{"id":${JSON.stringify(id)},"object":"text_completion","created":${created},"model":${JSON.stringify(model)},"choices":[{"index":`;
+  const tail = withUsage ? `}],"usage":null}` : `}]}`;
   try {
     while (!next.done) {
       const out = next.value;
       const finish = finishReasonName(out.finishReason);
       if (out.text !== "" || finish !== null || (top !== undefined && out.tokens.length > 0)) {
         const offset = offsets.get(out.index) ?? 0;
-        const choice = {
-          index: out.index,
-          text: out.text,
-          logprobs: top === undefined ? null : completionLogprobs(out.tokens, top, offset + echoedLength(out)),
-          finish_reason: finish,
-        };
+        const logprobs = top === undefined ? "null" : JSON.stringify(completionLogprobs(out.tokens, top, offset + echoedLength(out)));
         offsets.set(out.index, offset + out.text.length);
-        sse.send(withUsage ? { id, object: "text_completion", created, model, choices: [choice], usage: null } : { id, object: "text_completion", created, model, choices: [choice] });
+        sse.sendRaw(`${head}${out.index},"text":${JSON.stringify(out.text)},"logprobs":${logprobs},"finish_reason":${finish === null ? "null" : `"${finish}"`}${tail}`);
       }
       if (finish !== null) usage.add(Math.floor(out.index / completion.n), out.usage);
       next = await iterator.next();
