@@ -188,7 +188,8 @@ class BufferPool {
   private readonly returning: Promise<void>[] = [];
 
   constructor(size: number, count: number) {
-    for (let i = 0; i < count; i++) this.free.push(Buffer.allocUnsafeSlow(size));
+    // Shared memory: a store may hand the bytes to another thread without copying them.
+    for (let i = 0; i < count; i++) this.free.push(Buffer.from(new SharedArrayBuffer(size)));
   }
 
   async take(): Promise<Buffer> {

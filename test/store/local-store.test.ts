@@ -131,3 +131,25 @@ test("fsync can be turned off", async (t) => {
   await put(store, "m@main", { "chunk-00000.bin": "x" });
   t.deepEqual(await store.list(), ["m@main"]);
 });
+
+test("shared-memory data is written by the writer thread, in order, and its errors surface", async (t) => {
+  const store = await LocalStore.open(await dirs.make());
+  const w = await store.beginWrite("m@main");
+  const out = await w.create("chunk-00000.bin");
+  const shared = Buffer.from(new SharedArrayBuffer(3 << 20));
+  for (let i = 0; i < shared.length; i++) shared[i] = (i * 7) & 0xff;
+  // overlapped calls, each larger than one write() piece
+  await Promise.all([out.write(shared.subarray(0, 2 << 20)), out.write(shared.subarray(2 << 20)), out.write(enc.encode("tail"))]);
+  await out.close();
+  await w.publish(enc.encode("idx"));
+  const back = Buffer.from(await store.read("m@main", "chunk-00000.bin"));
+  t.true(back.subarray(0, 3 << 20).equals(shared));
+  t.is(back.subarray(3 << 20).toString(), "tail");
+
+  const w2 = await store.beginWrite("n@main");
+  const out2 = await w2.create("chunk-00000.bin");
+  await out2.close();
+  await t.throwsAsync(out2.write(shared.subarray(0, 4096)), { message: /is closed/ });
+  await w2.abort();
+  t.deepEqual(await store.list(), ["m@main"]);
+});
