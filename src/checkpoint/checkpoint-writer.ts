@@ -52,8 +52,10 @@ export interface WriteCheckpointOptions {
   onProgress?: (progress: WriteProgress) => void;
   /** Size of each copy buffer (default 4 MiB: stays in cache between read, checksum and write). */
   blockSize?: number;
-  /** Number of copy buffers, i.e. blocks in flight between read, write and checksum (default 4). */
+  /** Number of copy buffers per chunk being written, i.e. blocks in flight between read, write and checksum (default 4). */
   buffers?: number;
+  /** Chunks written at the same time (default 2), so reading, checksumming and writing spread over cores. */
+  parallelChunks?: number;
   /** Clock for created_unix_ms. */
   now?: () => number;
 }
@@ -62,6 +64,7 @@ export interface WriteCheckpointOptions {
 // cost 1.5–2× as much (the data no longer stays in cache between read, checksum and write).
 const DEFAULT_BLOCK_SIZE = 4 << 20;
 const DEFAULT_BUFFERS = 4;
+const DEFAULT_PARALLEL_CHUNKS = 2;
 // A large read is split into pieces of this size issued together, so several pool threads copy at once.
 const READ_PIECE = 4 << 20;
 
@@ -95,32 +98,64 @@ export async function writeCheckpoint(
 
   const progress: WriteProgress = { stage: "writing", bytesDone: 0, bytesTotal, tensorsDone: 0, tensorsTotal: tensors.length };
   const report = (): void => options.onProgress?.({ ...progress });
-  // Inputs finish in order; an alias finishes when everything before it has.
+  // tensorsDone is the longest finished prefix of the inputs; an alias is done once reached.
+  const finished = tensors.map(() => false);
   let nextInput = 0;
-  const finishUpTo = (input: number): void => {
-    while (nextInput < tensors.length && (nextInput <= input || aliasOf[nextInput] !== -1)) nextInput++;
+  const finish = (input: number): void => {
+    finished[input] = true;
+    while (nextInput < tensors.length && (finished[nextInput] || aliasOf[nextInput] !== -1)) nextInput++;
     progress.tensorsDone = nextInput;
   };
-  finishUpTo(-1);
+  while (nextInput < tensors.length && aliasOf[nextInput] !== -1) nextInput++;
+  progress.tensorsDone = nextInput;
   report();
 
+  const chunkCount = layout.chunkLengths.length;
+  const members: Member[][] = layout.chunkLengths.map(() => []);
+  unique.forEach((input, u) => members[layout.placements[u].chunk].push({ input, offset: layout.placements[u].offset }));
   const write = await store.beginWrite(key);
+  // A failing lane stops the others before the write is aborted.
+  const stop = new AbortController();
+  const laneSignal = signal === undefined ? stop.signal : AbortSignal.any([signal, stop.signal]);
   try {
-    const pool = new BufferPool(blockSize, bufferCount);
-    const checksums: number[] = [];
-    for (let c = 0; c < layout.chunkLengths.length; c++) {
-      const members = unique.flatMap((input, u) => (layout.placements[u].chunk === c ? [{ input, offset: layout.placements[u].offset }] : []));
-      const out = await write.create(chunkFileName(c));
-      checksums.push(
-        await copyChunk(out, members, tensors, layout.chunkLengths[c], pool, signal, (bytes, lastInput) => {
+    const checksums: number[] = new Array(chunkCount);
+    let nextChunk = 0;
+    const lane = async (): Promise<void> => {
+      const pool = new BufferPool(blockSize, bufferCount);
+      while (nextChunk < chunkCount) {
+        const c = nextChunk++;
+        const out = await write.create(chunkFileName(c));
+        let memberDone = 0;
+        checksums[c] = await copyChunk(out, members[c], tensors, layout.chunkLengths[c], pool, laneSignal, (bytes, lastInput) => {
           progress.bytesDone += bytes;
-          if (lastInput >= 0) finishUpTo(lastInput);
+          // members finish in offset order within a chunk: everything up to lastInput is done
+          while (lastInput >= 0) {
+            const m = members[c][memberDone++];
+            finish(m.input);
+            if (m.input === lastInput) break;
+          }
           report();
+        });
+        await out.close();
+      }
+    };
+    const lanes = Math.max(1, Math.min(options.parallelChunks ?? DEFAULT_PARALLEL_CHUNKS, chunkCount));
+    const results = await Promise.allSettled(
+      Array.from({ length: lanes }, () =>
+        lane().catch((err: unknown) => {
+          stop.abort();
+          throw err;
         }),
-      );
-      await out.close();
+      ),
+    );
+    const failed = results.find((r): r is PromiseRejectedResult => r.status === "rejected");
+    if (failed !== undefined) {
+      signal?.throwIfAborted();
+      // the first lane's own failure, not the "stopped" the others saw
+      const own = results.find((r): r is PromiseRejectedResult => r.status === "rejected" && !isStop(r.reason, stop.signal));
+      throw (own ?? failed).reason;
     }
-    finishUpTo(tensors.length);
+    for (let i = 0; i < tensors.length; i++) if (aliasOf[i] === -1) finish(i);
 
     progress.stage = "publishing";
     report();
@@ -167,6 +202,10 @@ export async function writeCheckpoint(
     await write.abort();
     throw err;
   }
+}
+
+function isStop(err: unknown, stop: AbortSignal): boolean {
+  return stop.aborted && err === stop.reason;
 }
 
 function checkInputs(tensors: readonly TensorInput[]): void {

@@ -29,6 +29,8 @@ const READ_PIECE = 4 << 20;
  * system time with 1 MiB writes, 0.8–1.0 s with 512 KiB; 64 KiB pays for the extra syscalls).
  */
 const WRITE_PIECE = 512 << 10;
+/** Writer threads per pending checkpoint (started only when used). */
+const WRITER_THREADS = 2;
 
 /** Options of LocalStore.open. */
 export interface LocalStoreOptions {
@@ -187,8 +189,10 @@ export class LocalStore implements CheckpointStore {
 class LocalCheckpointWrite implements CheckpointWrite {
   private readonly open = new Set<FileHandle>();
   private done = false;
-  // Buffers in shared memory are written from a worker thread (fewer thread hops per byte).
-  private readonly writer = new FileWriterThread(WRITE_PIECE);
+  // Buffers in shared memory are written from worker threads (fewer thread hops per byte); files
+  // take turns on a few threads so chunks written at the same time go out in parallel.
+  private readonly writers = Array.from({ length: WRITER_THREADS }, () => new FileWriterThread(WRITE_PIECE));
+  private created = 0;
 
   constructor(
     readonly modelKey: string,
@@ -208,7 +212,7 @@ class LocalCheckpointWrite implements CheckpointWrite {
     let position = 0;
     const fsync = this.fsync;
     const openSet = this.open;
-    const writer = this.writer;
+    const writer = this.writers[this.created++ % this.writers.length];
     const modelKey = this.modelKey;
     return {
       async write(data: Uint8Array): Promise<void> {
@@ -262,14 +266,14 @@ class LocalCheckpointWrite implements CheckpointWrite {
       }
     }
     this.done = true;
-    await this.writer.close();
+    await Promise.all(this.writers.map((w) => w.close()));
     if (this.fsync) await syncPath(this.root);
   }
 
   async abort(): Promise<void> {
     if (this.done) return;
     this.done = true;
-    await this.writer.close();
+    await Promise.all(this.writers.map((w) => w.close()));
     for (const handle of this.open) await handle.close().catch(() => {});
     this.open.clear();
     await rm(this.temp, { recursive: true, force: true });
