@@ -117,15 +117,19 @@ export class ModelRegistry {
   }
 }
 
-/** Validates a registration and fills in its defaults (source = id, revision = main, owner = thaw). */
+/**
+ * Validates a registration and fills in its defaults (source = id, revision = main, owner = thaw).
+ * A launch_command marks a model served by an external OpenAI-compatible runtime that agents
+ * started with --allow-launch start on LoadModel; it is never converted.
+ */
 export function normalise(input: ModelSpec): ModelSpec {
   const id = input.id.trim();
   if (id === "") throw new ConnectError("model id is empty", Code.InvalidArgument);
   checkModelId(id);
   const revision = input.revision.trim() || DEFAULT_REVISION;
   checkRevision(revision);
-  if (input.launchCommand.length > 0) {
-    throw new ConnectError("launch_command (external runtimes) is not supported by this scheduler yet", Code.Unimplemented);
+  if (input.launchCommand.some((part) => part.trim() === "")) {
+    throw new ConnectError("launch_command has an empty part", Code.InvalidArgument);
   }
   return create(ModelSpecSchema, {
     id,
@@ -134,5 +138,6 @@ export function normalise(input: ModelSpec): ModelSpec {
     keepAliveSeconds: input.keepAliveSeconds,
     maxModelLen: input.maxModelLen,
     ownedBy: input.ownedBy.trim() || "thaw",
+    launchCommand: input.launchCommand,
   });
 }

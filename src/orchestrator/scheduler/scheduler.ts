@@ -316,7 +316,7 @@ export class Scheduler {
    */
   private async ensureConverted(model: RegisteredModel, signal: AbortSignal): Promise<void> {
     const converter = this.deps.converter;
-    if (converter === undefined) return;
+    if (converter === undefined || model.spec.launchCommand.length > 0) return; // external runtimes have no checkpoint
     const ref = refOf(model);
     const key = keyOf(ref);
     if (this.indexes.has(key)) return;
@@ -385,13 +385,14 @@ export class Scheduler {
       .usable()
       .filter((a) => a.id !== agent.id && cacheLevel(this.tierOn(a, ref)) <= 2)
       .map((a) => a.status.address);
-    if (this.tierOn(agent, ref) === Tier.REMOTE && holders.length === 0) {
+    if (this.tierOn(agent, ref) === Tier.REMOTE && holders.length === 0 && model.spec.launchCommand.length === 0) {
       const helpers = await this.spreadDownloads(ref, agent);
       holders.push(...helpers);
     }
     const started = this.now();
     let last: { ready: boolean; startTier: Tier; seconds: number; timings: { tier: Tier; bytes: bigint }[] } | undefined;
-    for await (const progress of client.loadModel({ ref, peers: holders, maxModelLen: model.spec.maxModelLen })) last = progress;
+    const request = { ref, peers: holders, maxModelLen: model.spec.maxModelLen, launchCommand: model.spec.launchCommand };
+    for await (const progress of client.loadModel(request)) last = progress;
     if (!last?.ready) throw new ConnectError(`agent ${agent.id} ended the load of ${model.spec.id} before it was ready`, Code.Unavailable);
     const startTier = last.startTier !== Tier.UNSPECIFIED ? last.startTier : this.tierOn(agent, ref);
     const seconds = last.seconds > 0 ? last.seconds : (this.now() - started) / 1000;

@@ -43,7 +43,10 @@ test("register fills defaults; list; explain reports the weights; unknown models
   const { model } = await c.registerModel({ model: { id: "org/m" } });
   t.deepEqual([model?.spec?.source, model?.spec?.revision, model?.spec?.keepAliveSeconds, model?.spec?.ownedBy], ["org/m", "main", 300, "thaw"]);
   t.is(((await t.throwsAsync(c.registerModel({}))) as ConnectError).code, Code.InvalidArgument);
-  t.is(((await t.throwsAsync(c.registerModel({ model: { id: "x", launchCommand: ["vllm"] } }))) as ConnectError).code, Code.Unimplemented);
+  const external = await c.registerModel({ model: { id: "ext", launchCommand: ["vllm", "serve", "org/ext", "--port", "{port}"] } });
+  t.deepEqual(external.model?.spec?.launchCommand, ["vllm", "serve", "org/ext", "--port", "{port}"]);
+  t.is(((await t.throwsAsync(c.registerModel({ model: { id: "x", launchCommand: ["vllm", " "] } }))) as ConnectError).code, Code.InvalidArgument);
+  await c.unregisterModel({ id: "ext" });
   await c.heartbeat({ status: create(AgentStatusSchema, { agentId: "a", address: "a:1", models: [{ ref: { modelId: "org/m" }, tier: Tier.DISK, bytes: 10n }] }) });
   const explained = await c.explainPlacement({ model: "org/m" });
   t.deepEqual([explained.alpha, explained.beta, explained.gamma, explained.delta], [2, 1, 0.5, 0.25]);

@@ -236,6 +236,21 @@ test("agents expire without heartbeats; a restarted orchestrator rebuilds its vi
   t.regex((await client.explainPlacement("m")).scores[0].ineligibleReason, /^expired/);
 });
 
+test("a model served by an external runtime is never converted; LoadModel carries its launch command", async (t) => {
+  let asked = 0;
+  const converter: ConverterLink = {
+    getCheckpoint: async () => (asked++, undefined),
+    convert: async () => (asked++, index(1)),
+  };
+  const { agents, client } = await system(t, [{ id: "a" }], { converter });
+  await client.registerModel({ id: "ext", source: "org/ext" });
+  await client.scheduler.registerModel({ model: { id: "ext", launchCommand: ["vllm", "serve", "org/ext", "--port", "{port}"] } });
+  const done = await client.chatText("ext", [{ role: "user", content: "x" }]);
+  t.is(done.text, "Hello, world!");
+  t.is(asked, 0);
+  t.deepEqual(agents[0].loads.map((l) => [...l.launchCommand]), [["vllm", "serve", "org/ext", "--port", "{port}"]]);
+});
+
 test("unknown models are NOT_FOUND; unregistering works once", async (t) => {
   const { client } = await system(t, []);
   t.is(((await t.throwsAsync(client.chatText("nope", [{ role: "user", content: "x" }]))) as ConnectError).code, Code.NotFound);
