@@ -1,51 +1,77 @@
-// `thaw serve` as a user meets it: converter, orchestrator, one real agent and its Python engine
-// worker (CPU) in a fresh state folder, with no model configured — the tiny model is made and
-// registered, and the first chat completion answers. Then the OpenAI SDKs (npm and Python), the
+// `thaw serve` as a user meets it (the command, in its own process): converter, orchestrator, one
+// real agent and its Python engine worker (CPU) in a fresh state folder, with no model configured —
+// the tiny model is made and registered, and the first chat completion answers. Then the OpenAI SDKs (npm and Python), the
 // Python client package, the operator CLI and keep-alive against the same running system (one
 // system for the whole file: the worker takes seconds to import torch).
 import test from "ava";
-import { execFile } from "node:child_process";
+import { execFile, spawn, type ChildProcess } from "node:child_process";
 import path from "node:path";
 import { promisify } from "node:util";
 import OpenAI from "openai";
 import { Tier } from "../../src/gen/thaw/agent/v1/agent_pb.js";
-import { startSystem, type RunningSystem } from "../../src/cli/serve-command.js";
 import { ThawClient } from "../../src/client/thaw-client.js";
 import { tempDirs } from "../fixtures/temp-dir.js";
 import { PYTHON, PYTHON_ENV } from "../client/python.js";
 
 const run = promisify(execFile);
 const dirs = tempDirs("thaw-serve-e2e-");
-const logs: string[] = [];
-let system: RunningSystem;
+let logs = "";
+let serve: ChildProcess;
 let stateDir: string;
+let url: string;
+let port: number;
+let agentId = "";
+let thaw: ThawClient;
 
 test.before(async () => {
   stateDir = await dirs.make();
-  system = await startSystem({
-    port: 0,
-    stateDir,
-    engines: "cpu",
-    python: process.env.THAW_PYTHON ?? "/usr/bin/python3",
-    dramBytes: 64 << 20,
-    diskBytes: 1 << 30,
-    engineArgs: ["--threads", "1"],
-    orchestrator: { heartbeatIntervalMs: 200 },
-    log: (line) => logs.push(line),
+  serve = spawn(
+    process.execPath,
+    [
+      path.resolve("src/cli/thaw.js"),
+      "serve",
+      "--port", "0",
+      "--state-dir", stateDir,
+      "--engines", "cpu",
+      "--python", process.env.THAW_PYTHON ?? "/usr/bin/python3",
+      "--dram-bytes", "64M",
+      "--disk-bytes", "1G",
+      "--heartbeat-interval", "200",
+    ],
+    { stdio: ["ignore", "pipe", "pipe"] },
+  );
+  serve.stdout!.on("data", (d) => (logs += d));
+  url = await new Promise<string>((resolve, reject) => {
+    serve.stderr!.on("data", (d) => {
+      logs += d;
+      const m = /OpenAI API on (http:\/\/[\d.]+:\d+)\/v1/.exec(logs);
+      if (m) resolve(m[1]);
+    });
+    serve.once("exit", (code) => reject(new Error(`thaw serve exited with ${code}:\n${logs}`)));
   });
+  port = Number(new URL(url).port);
+  thaw = new ThawClient(url);
+  for (let i = 0; i < 100 && !agentId; i++) {
+    agentId = (await thaw.listAgents())[0]?.status?.agentId ?? "";
+    if (!agentId) await new Promise((r) => setTimeout(r, 100));
+  }
 });
 
 test.after.always(async () => {
-  await system?.close();
+  if (serve && serve.exitCode === null) {
+    const exited = new Promise((resolve) => serve.once("exit", resolve));
+    serve.kill("SIGTERM");
+    await exited;
+  }
   await dirs.cleanup();
 });
 
 test.afterEach.always((t) => {
-  if (!t.passed) t.log(logs.join("\n"));
+  if (!t.passed) t.log(logs);
 });
 
 test.serial("the first chat completion answers with the tiny model, no configuration", async (t) => {
-  const res = await fetch(`${system.url}/v1/chat/completions`, {
+  const res = await fetch(`${url}/v1/chat/completions`, {
     method: "POST",
     body: '{"model":"tiny","messages":[{"role":"user","content":"hi"}]}',
   });
@@ -57,12 +83,13 @@ test.serial("the first chat completion answers with the tiny model, no configura
   t.true(["stop", "length"].includes(body.choices[0].finish_reason));
   t.true(body.usage.completion_tokens > 0);
   t.truthy(res.headers.get("x-request-id"));
-  t.deepEqual(system.orchestrator.scheduler.listModels().map((m) => m.spec?.id), ["tiny"]);
-  t.regex(await (await fetch(`${system.url}/metrics`)).text(), /cold_starts_total\{tier="remote"\} 1/);
+  t.deepEqual((await thaw.listModels()).map((m) => m.spec?.id), ["tiny"]);
+  t.truthy(agentId);
+  t.regex(await (await fetch(`${url}/metrics`)).text(), /cold_starts_total\{tier="remote"\} 1/);
 });
 
 test.serial("openai (npm): streaming chat with usage, completions from token ids, greedy n=2 agree, logprobs", async (t) => {
-  const openai = new OpenAI({ baseURL: `${system.url}/v1`, apiKey: "unused", maxRetries: 0 });
+  const openai = new OpenAI({ baseURL: `${url}/v1`, apiKey: "unused", maxRetries: 0 });
   const chunks = [];
   for await (const c of await openai.chat.completions.create({ model: "tiny", messages: [{ role: "user", content: "hello" }], max_tokens: 12, stream: true, stream_options: { include_usage: true } })) chunks.push(c);
   t.is(chunks[0].choices[0].delta.role, "assistant");
@@ -84,7 +111,7 @@ test.serial("openai (npm): streaming chat with usage, completions from token ids
 });
 
 test.serial("openai (Python): chat, stream, completions, typed errors", async (t) => {
-  const { stdout } = await run(PYTHON, ["test/e2e/openai_python_check.py", `${system.url}/v1`, "tiny", "unused", "chat,stream,completions,errors"], { env: PYTHON_ENV });
+  const { stdout } = await run(PYTHON, ["test/e2e/openai_python_check.py", `${url}/v1`, "tiny", "unused", "chat,stream,completions,errors"], { env: PYTHON_ENV });
   const out = JSON.parse(stdout);
   t.is(out.chat.object, "chat.completion");
   t.is(out.chat.content_type, "str");
@@ -95,40 +122,47 @@ test.serial("openai (Python): chat, stream, completions, typed errors", async (t
 });
 
 test.serial("the Python client package calls the running system", async (t) => {
-  const { stdout } = await run(PYTHON, ["test/client/python_client_check.py", `127.0.0.1:${system.orchestrator.port}`, "tiny"], { env: PYTHON_ENV });
+  const { stdout } = await run(PYTHON, ["test/client/python_client_check.py", `127.0.0.1:${port}`, "tiny"], { env: PYTHON_ENV });
   const out = JSON.parse(stdout);
   t.deepEqual(out.models, ["tiny"]);
-  t.deepEqual(out.agents, [system.agent.agentId]);
-  t.deepEqual(out.chosen, [system.agent.agentId]);
+  t.deepEqual(out.agents, [agentId]);
+  t.deepEqual(out.chosen, [agentId]);
   t.is(out.chat.completion_tokens <= 4, true);
-  t.deepEqual(out.chat.agents, [system.agent.agentId]);
+  t.deepEqual(out.chat.agents, [agentId]);
   t.is(out.not_found, "NOT_FOUND");
 });
 
 test.serial("operator CLI: thaw models, thaw agents, thaw explain", async (t) => {
-  const thaw = (...args: string[]) => run(process.execPath, [path.resolve("src/cli/thaw.js"), ...args, "--orchestrator", system.url]);
+  const thaw = (...args: string[]) => run(process.execPath, [path.resolve("src/cli/thaw.js"), ...args, "--orchestrator", url]);
   t.regex((await thaw("models", "list")).stdout, /^tiny\s+\/.*tiny@main/m);
-  t.regex((await thaw("agents")).stdout, new RegExp(`${system.agent.agentId}\\s+127\\.0\\.0\\.1:\\d+\\s+live`));
+  t.regex((await thaw("agents")).stdout, new RegExp(`${agentId}\\s+127\\.0\\.0\\.1:\\d+\\s+live`));
   const explained = (await thaw("explain", "tiny")).stdout;
-  t.regex(explained, new RegExp(`\\* ${system.agent.agentId}`));
+  t.regex(explained, new RegExp(`\\* ${agentId}`));
   t.regex(explained, /level 0/);
   t.regex((await thaw("models", "add", "other", "--source", "org/other", "--keep-alive", "30")).stdout, /registered other/);
   t.regex((await thaw("models", "rm", "other")).stdout, /removed other/);
 });
 
 test.serial("keep-alive: the real agent's model leaves the GPU after its TTL and comes back on the next request", async (t) => {
-  const client = new ThawClient(system.url);
+  const client = thaw;
   await client.registerModel({ id: "tiny", source: path.join(stateDir, "models", "tiny"), keepAliveSeconds: 1 });
-  const tier = () => system.agent.status().models.find((m) => m.ref?.modelId === "tiny")?.tier;
-  t.is(tier(), Tier.GPU);
+  const tier = async () => (await client.listAgents())[0].status?.models.find((m) => m.ref?.modelId === "tiny")?.tier;
+  t.is(await tier(), Tier.GPU);
   const deadline = Date.now() + 8000;
-  while (tier() === Tier.GPU && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
-  t.not(tier(), Tier.GPU);
-  const metrics = async () => (await fetch(`${system.url}/metrics`)).text();
+  while ((await tier()) === Tier.GPU && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+  t.not(await tier(), Tier.GPU);
+  const metrics = async () => (await fetch(`${url}/metrics`)).text();
   while (!/unloads_total\{reason="keep_alive"\} 1/.test(await metrics()) && Date.now() < deadline + 2000) await new Promise((r) => setTimeout(r, 50));
   t.regex(await metrics(), /unloads_total\{reason="keep_alive"\} 1/);
-  t.true(logs.some((l) => /unloaded tiny@main from .* \(keep_alive\)/.test(l)));
+  t.regex(logs, /unloaded tiny@main from .* \(keep_alive\)/);
   const again = await client.chatText("tiny", [{ role: "user", content: "hi" }], { maxTokens: 2 });
   t.true(again.usage.completionTokens > 0);
-  t.is(tier(), Tier.GPU);
+  t.deepEqual(again.agentIds, [agentId]);
+});
+
+test.serial("SIGTERM shuts the whole system down cleanly, engine worker included", async (t) => {
+  const exited = new Promise<number | null>((resolve) => serve.once("exit", (code) => resolve(code)));
+  serve.kill("SIGTERM");
+  t.is(await exited, 0);
+  t.regex(logs, /shutting down/);
 });
