@@ -1,6 +1,7 @@
 // bench/edge: what the edge and the scheduler add over calling an agent's Infer directly, and how
 // many concurrent SSE streams the edge holds without errors. One command:
-//   npx tsx bench/edge/run.ts [--requests 2000] [--levels 500,1000,2000,4000] [--stream-seconds 5]
+//   npx tsx bench/edge/run.ts [--requests 2000] [--levels 500,1000,2000,4000,6000] [--stream-seconds 5]
+// (--requests 0 skips the latency part.)
 // Three processes: this driver (the clients), the orchestrator, and a scripted agent (no engine,
 // so only the path through thaw is measured). Latency: the same 16-token completion, requests one
 // at a time and interleaved — (a) AgentService.Infer over gRPC straight to the agent, (b) the
@@ -168,7 +169,7 @@ async function main(): Promise<void> {
   const orchestrator = await startProcess("bench/edge/orchestrator-process.ts");
   const edgeUrl = `http://127.0.0.1:${orchestrator.port}`;
   let agent = await startProcess("bench/edge/agent-process.ts", ["--scheduler", edgeUrl]);
-  for (const tokens of [1, TOKENS]) await latency(agent.port, orchestrator.port, tokens);
+  if (REQUESTS > 0) for (const tokens of [1, TOKENS]) await latency(agent.port, orchestrator.port, tokens);
   await stop(agent.child);
 
   // Phase 2: concurrent streams against an agent that spreads each reply over STREAM_SECONDS.
