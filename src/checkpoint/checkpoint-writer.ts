@@ -86,7 +86,15 @@ export async function writeCheckpoint(
   const signal = options.signal;
   signal?.throwIfAborted();
 
-  const aliasOf = await findTiedTensors(tensors, signal);
+  // Begin first: the store can get ready (LocalStore boots its writer threads) while tied tensors are found.
+  const write = await store.beginWrite(key);
+  let aliasOf: number[];
+  try {
+    aliasOf = await findTiedTensors(tensors, signal);
+  } catch (err) {
+    await write.abort();
+    throw err;
+  }
   const unique: number[] = [];
   const aliases = new Map<number, string[]>();
   tensors.forEach((t, i) => {
@@ -113,7 +121,6 @@ export async function writeCheckpoint(
   const chunkCount = layout.chunkLengths.length;
   const members: Member[][] = layout.chunkLengths.map(() => []);
   unique.forEach((input, u) => members[layout.placements[u].chunk].push({ input, offset: layout.placements[u].offset }));
-  const write = await store.beginWrite(key);
   // A failing lane stops the others before the write is aborted.
   const stop = new AbortController();
   const laneSignal = signal === undefined ? stop.signal : AbortSignal.any([signal, stop.signal]);

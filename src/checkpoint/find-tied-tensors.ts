@@ -6,6 +6,7 @@ import type { TensorInput } from "./tensor-input.js";
 
 const SAMPLE = 4096;
 const COMPARE_BLOCK = 8 << 20;
+const PARALLEL = 16;
 
 /** For each input, the index of the earlier input it duplicates, or -1. */
 export async function findTiedTensors(tensors: readonly TensorInput[], signal?: AbortSignal): Promise<number[]> {
@@ -22,13 +23,17 @@ export async function findTiedTensors(tensors: readonly TensorInput[], signal?: 
   for (const group of groups.values()) {
     if (group.length < 2) continue;
     const byPrint = new Map<number, number[]>();
-    for (const i of group) {
+    // a few at a time: the reads are small and mostly wait on the thread pool
+    const prints: number[] = [];
+    for (let k = 0; k < group.length; k += PARALLEL) {
       signal?.throwIfAborted();
-      const print = await fingerprint(tensors[i]);
-      const twins = byPrint.get(print);
-      if (twins === undefined) byPrint.set(print, [i]);
-      else twins.push(i);
+      prints.push(...(await Promise.all(group.slice(k, k + PARALLEL).map((i) => fingerprint(tensors[i])))));
     }
+    group.forEach((i, k) => {
+      const twins = byPrint.get(prints[k]);
+      if (twins === undefined) byPrint.set(prints[k], [i]);
+      else twins.push(i);
+    });
     for (const twins of byPrint.values()) {
       const originals: number[] = [];
       for (const i of twins) {
