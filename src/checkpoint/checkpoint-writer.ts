@@ -86,7 +86,7 @@ export async function writeCheckpoint(
   const signal = options.signal;
   signal?.throwIfAborted();
 
-  // Begin first: the store can get ready (LocalStore boots its writer threads) while tied tensors are found.
+  // Begin first: a store can get ready (an object store starts its uploads) while tied tensors are found.
   const write = await store.beginWrite(key);
   let aliasOf: number[];
   try {

@@ -194,6 +194,7 @@ class LocalCheckpointWrite implements CheckpointWrite {
   // take turns on a few threads so chunks written at the same time go out in parallel.
   private readonly writers = Array.from({ length: WRITER_THREADS }, () => new FileWriterThread(WRITE_PIECE));
   private created = 0;
+  private writersStarted = false;
 
   constructor(
     readonly modelKey: string,
@@ -202,8 +203,12 @@ class LocalCheckpointWrite implements CheckpointWrite {
     private readonly root: string,
     private readonly tempRoot: string,
     private readonly fsync: boolean,
-  ) {
-    // Boot the writer threads now (~30 ms each), while the caller is still preparing its first bytes.
+  ) {}
+
+  /** Boots every writer thread (~30 ms each) at the first shared-memory write, so the next file's is ready. */
+  private startWriters(): void {
+    if (this.writersStarted) return;
+    this.writersStarted = true;
     for (const w of this.writers) w.prestart();
   }
 
@@ -217,6 +222,7 @@ class LocalCheckpointWrite implements CheckpointWrite {
     const fsync = this.fsync;
     const openSet = this.open;
     const writer = this.writers[this.created++ % this.writers.length];
+    const startWriters = (): void => this.startWriters();
     const modelKey = this.modelKey;
     return {
       async write(data: Uint8Array): Promise<void> {
@@ -224,7 +230,10 @@ class LocalCheckpointWrite implements CheckpointWrite {
         // Positional writes: the offset is claimed before awaiting, so overlapped calls stay in order.
         const at = position;
         position += data.byteLength;
-        if (FileWriterThread.canShare(data)) return writer.write(handle.fd, data, at);
+        if (FileWriterThread.canShare(data)) {
+          startWriters();
+          return writer.write(handle.fd, data, at);
+        }
         // One piece at a time: concurrent writes to one file only contend for its inode lock.
         for (let from = 0; from < data.byteLength; from += WRITE_PIECE) {
           await writeFully(handle, data.subarray(from, Math.min(from + WRITE_PIECE, data.byteLength)), at + from);
