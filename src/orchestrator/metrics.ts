@@ -54,6 +54,8 @@ export class OrchestratorMetrics {
   readonly tierFreeBytes: Gauge<"agent" | "tier">;
   readonly tierBandwidth: Gauge<"agent" | "tier">;
   readonly httpRequests: Counter<"endpoint" | "status">;
+  readonly rpcRequests: Counter<"method" | "code">;
+  readonly rpcDuration: Histogram<"method">;
 
   private snapshot: () => MetricsSnapshot = () => ({ agents: [], queued: 0 });
   private readonly hits = new Map<string, { warm: number; all: number }>();
@@ -139,6 +141,8 @@ export class OrchestratorMetrics {
     this.conversions = new Counter({ name: "conversions_total", help: "Conversions the scheduler started, by result", labelNames: ["result"], registers });
     this.retries = new Counter({ name: "request_retries_total", help: "Choices retried on another agent after failing before their first token", labelNames: ["model"], registers });
     this.httpRequests = new Counter({ name: "http_requests_total", help: "Edge HTTP requests, by endpoint and status", labelNames: ["endpoint", "status"], registers });
+    this.rpcRequests = new Counter({ name: "rpc_requests_total", help: "SchedulerService and reflection calls, by method and final gRPC code", labelNames: ["method", "code"], registers });
+    this.rpcDuration = new Histogram({ name: "rpc_duration_seconds", help: "SchedulerService and reflection calls, start to last message, seconds", labelNames: ["method"], buckets: LATENCY_BUCKETS, registers });
   }
 
   /** The per-model series, label lookups done once per model (they cost on every token otherwise). */

@@ -8,7 +8,7 @@ import { requireToken } from "../shared/auth.js";
 import { STATE_DIR } from "../shared/defaults.js";
 import { startServer, type RunningServer } from "../shared/server.js";
 import { Edge } from "./edge/edge.js";
-import { requestIdInterceptor } from "./interceptors.js";
+import { metricsInterceptor, requestIdInterceptor } from "./interceptors.js";
 import { OrchestratorMetrics } from "./metrics.js";
 import orchestratorRoutes from "./routes.js";
 import { Admission } from "./scheduler/admission.js";
@@ -103,7 +103,7 @@ export async function startOrchestrator(options: OrchestratorOptions = {}): Prom
     routes: orchestratorRoutes(scheduler),
     host: options.host,
     port: options.port ?? 8000,
-    interceptors: [requestIdInterceptor(), ...(options.token ? [requireToken(options.token)] : [])],
+    interceptors: [requestIdInterceptor(), metricsInterceptor(metrics), ...(options.token ? [requireToken(options.token)] : [])],
     fallback: edge.handle,
   });
   scheduler.start();

@@ -60,3 +60,15 @@ test.serial("without the internal token the orchestrator refuses", async (t) => 
   const err = await t.throwsAsync(new ThawClient(orchestrator.url.replace("http://", "")).listModels());
   t.is((err as ConnectError).code, Code.Unauthenticated);
 });
+
+test.serial("RPC responses carry x-request-id; calls are counted by method and code", async (t) => {
+  const thaw = new ThawClient({ baseUrl: orchestrator.url, token: "s3cret" });
+  let header: string | null = null;
+  await thaw.scheduler.listAgents({}, { headers: { "x-request-id": "rpc-1" }, onHeader: (h) => (header = h.get("x-request-id")) });
+  t.is(header, "rpc-1");
+  const metrics = await orchestrator.registry.metrics();
+  t.regex(metrics, /rpc_requests_total\{method="ListAgents",code="OK"\} \d+/);
+  t.regex(metrics, /rpc_requests_total\{method="ListModels",code="Unauthenticated"\} 1/);
+  t.regex(metrics, /rpc_requests_total\{method="ChatCompletion",code="NotFound"\} 2/);
+  t.regex(metrics, /rpc_duration_seconds_count\{method="Completion"\} 2/);
+});
