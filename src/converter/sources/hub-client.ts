@@ -50,7 +50,8 @@ export interface DownloadResult {
 
 const REDIRECTS = new Set([301, 302, 303, 307, 308]);
 const SMALL_FILE_LIMIT = 64 << 20;
-const WRITE_BATCH = 4 << 20;
+// ≤ 1 MiB per write() (see LocalStore: larger buffered writes are expensive on our VMs)
+const WRITE_BATCH = 1 << 20;
 
 /** Settings with every default filled in. */
 export function resolveHubSettings(settings: HubSettings = {}): Required<Omit<HubSettings, "token">> & { token?: string } {
