@@ -68,6 +68,9 @@ export async function* inferOnEngine(
   let promptTokens = prompt.ids.length;
   let cachedTokens = 0;
   let completionTokens = 0;
+  // Set once the engine sent its finish message: its stream then ends on its own, and reading it to
+  // its end (rather than cancelling it) spares the engine a stream reset per request.
+  let engineFinished = false;
   try {
     const call = worker.client.generate(
       { requestId: request.requestId, promptTokenIds: prompt.ids, sampling: { ...sampling, eosTokenIds: eos } },
@@ -93,6 +96,7 @@ export async function* inferOnEngine(
           break;
         }
       }
+      if (step.finishReason !== FinishReason.UNSPECIFIED) engineFinished = true;
       let finishReason = stopReason !== undefined ? FinishReason.STOP : step.finishReason;
       if (finishReason === FinishReason.UNSPECIFIED) {
         if (tokens.length > 0 || out !== "") yield { tokens, text: out };
@@ -116,8 +120,10 @@ export async function* inferOnEngine(
         stopReason: stopReason ?? "",
         usage: { promptTokens, completionTokens, cachedTokens },
       };
+      if (engineFinished) continue; // only the stream's end is left to read
       return;
     }
+    if (engineFinished) return;
     throw new ConnectError(`engine ${worker.id} ended the stream without finishing the sequence`, Code.Unavailable);
   } catch (err) {
     if (signal.aborted) throw new ConnectError("the request was cancelled", Code.Canceled);
@@ -135,7 +141,7 @@ export async function* inferOnEngine(
     worker.streams.delete(controller);
     if (worker.model !== undefined) worker.model.lastUsed = Date.now();
     // Ends a Generate call still running (a stop string matched, or the consumer went away).
-    controller.abort();
+    if (!engineFinished) controller.abort();
     engines.notify();
   }
 }

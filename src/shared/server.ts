@@ -5,6 +5,7 @@ import http from "node:http";
 import http2 from "node:http2";
 import net from "node:net";
 import { Duplex } from "node:stream";
+import { setMaxListeners } from "node:events";
 import type { ConnectRouter, Interceptor } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 
@@ -42,6 +43,7 @@ const PREFACE = Buffer.from("PRI * HTTP/2.0");
 
 export async function startServer(options: ServerOptions): Promise<RunningServer> {
   const shutdown = new AbortController();
+  setMaxListeners(0, shutdown.signal); // every running call listens for shutdown
   const handler = connectNodeAdapter({
     routes: options.routes,
     interceptors: options.interceptors,
@@ -67,7 +69,8 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   const host = options.host ?? "127.0.0.1";
   await new Promise<void>((resolve, reject) => {
     listener.once("error", reject);
-    listener.listen(options.port ?? 0, host, () => {
+    // A deep accept queue: thousands of clients may connect at once (Node's default is 511).
+    listener.listen({ port: options.port ?? 0, host, backlog: 4096 }, () => {
       listener.off("error", reject);
       resolve();
     });

@@ -63,7 +63,7 @@ test.serial("without the internal token the orchestrator refuses", async (t) => 
 
 test.serial("RPC responses carry x-request-id; calls are counted by method and code", async (t) => {
   const thaw = new ThawClient({ baseUrl: orchestrator.url, token: "s3cret" });
-  let header: string | null = null;
+  let header = null as string | null; // assigned in a callback, which narrowing does not see
   await thaw.scheduler.listAgents({}, { headers: { "x-request-id": "rpc-1" }, onHeader: (h) => (header = h.get("x-request-id")) });
   t.is(header, "rpc-1");
   const metrics = await orchestrator.registry.metrics();
