@@ -21,11 +21,12 @@ check() {  # check NAME COMMAND...: one pass or fail
 }
 
 generated_is_fresh() {  # regenerate into a scratch folder and compare with what is committed
-  npx buf generate -o "$log/gen" && diff -r "$log/gen/src/gen" src/gen && diff -r "$log/gen/python/gen" python/gen
+  npx buf generate -o "$log/gen" && diff -r "$log/gen/src/gen" src/gen && diff -r "$log/gen/python/gen" python/gen &&
+    sh src/shared/reflection/generate.sh "$log/reflection" && diff -r "$log/reflection" src/shared/reflection/gen
 }
 
 check "buf lint" npx buf lint
-check "generated code is fresh (npm run generate)" generated_is_fresh
+check "generated code is fresh (npm run generate, src/shared/reflection/generate.sh)" generated_is_fresh
 check "tsc --noEmit (strict)" npx tsc --noEmit
 
 # ava: TAP summary lines "# pass N" / "# fail N"

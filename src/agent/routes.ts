@@ -1,8 +1,13 @@
-// The agent process's services.
+// The agent process's services: AgentService, and gRPC server reflection describing it, so
+// operators can call it with grpcurl or `buf curl` without proto files.
 import type { ConnectRouter } from "@connectrpc/connect";
 import { AgentService } from "../gen/thaw/agent/v1/agent_service_pb.js";
+import { registerReflection } from "../shared/reflection/reflection.js";
 import { AgentServiceImpl, type AgentServiceDeps } from "./agent-service.js";
 
 export default function agentRoutes(deps: AgentServiceDeps) {
-  return (router: ConnectRouter) => router.service(AgentService, new AgentServiceImpl(deps));
+  return (router: ConnectRouter) => {
+    router.service(AgentService, new AgentServiceImpl(deps));
+    registerReflection(router, [AgentService]);
+  };
 }

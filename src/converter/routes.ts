@@ -1,9 +1,11 @@
-// The converter process's services.
+// The converter process's services: ConverterService, and gRPC server reflection describing it, so
+// operators can call it with grpcurl or `buf curl` without proto files.
 import type { ConnectRouter } from "@connectrpc/connect";
 import { ConverterService } from "../gen/thaw/converter/v1/converter_service_pb.js";
 import { modelKey } from "../checkpoint/model-key.js";
 import { readIndex } from "../checkpoint/read-index.js";
 import type { CheckpointStore } from "../store/store.js";
+import { registerReflection } from "../shared/reflection/reflection.js";
 import { convertModel } from "./convert.js";
 import type { HubSettings } from "./sources/hub-client.js";
 import { ConverterServiceImpl, type ConverterDeps } from "./converter-service.js";
@@ -39,5 +41,8 @@ export function converterDeps(config: ConverterConfig): ConverterDeps {
 }
 
 export default function converterRoutes(config: ConverterConfig) {
-  return (router: ConnectRouter) => router.service(ConverterService, new ConverterServiceImpl(converterDeps(config)));
+  return (router: ConnectRouter) => {
+    router.service(ConverterService, new ConverterServiceImpl(converterDeps(config)));
+    registerReflection(router, [ConverterService]);
+  };
 }

@@ -2,7 +2,7 @@
 // v1alpha) describing it, so grpcurl and `buf curl` need no proto files.
 import type { ConnectRouter } from "@connectrpc/connect";
 import { SchedulerService } from "../gen/thaw/scheduler/v1/scheduler_service_pb.js";
-import { registerReflection } from "./reflection/reflection.js";
+import { registerReflection } from "../shared/reflection/reflection.js";
 import type { Scheduler } from "./scheduler/scheduler.js";
 import { SchedulerServiceImpl } from "./scheduler/scheduler-service.js";
 

@@ -10,7 +10,7 @@ import { Code, ConnectError, type ConnectRouter } from "@connectrpc/connect";
 import { ConvertPhase, ConverterService } from "../../src/gen/thaw/converter/v1/converter_service_pb.js";
 import { LocalStore } from "../../src/store/local-store.js";
 import { ConverterServiceImpl } from "../../src/converter/converter-service.js";
-import { converterDeps } from "../../src/converter/routes.js";
+import converterRoutes, { converterDeps } from "../../src/converter/routes.js";
 import { startServer } from "../../src/shared/server.js";
 import { grpcClient } from "../../src/shared/clients.js";
 import { makeTinyModel } from "../../src/tiny-model/tiny-model.js";
@@ -148,4 +148,18 @@ test("thaw convert (CLI) converts a folder in-process and through a running conv
   t.regex(local.stdout, /tiny@main: \d+ tensors in \d+ chunks/);
   const remote = await run(process.execPath, [cli, "convert", path.join(models, "tiny"), "--model-id", "tiny", "--converter", server.url]);
   t.regex(remote.stdout, /tiny@main: \d+ tensors/);
+});
+
+test("operators reach the converter through reflection (buf curl, no proto files)", async (t) => {
+  const dir = await mkdtemp(path.join(os.tmpdir(), "thaw-converter-"));
+  const server = await startServer({ routes: converterRoutes({ store: await LocalStore.open(dir) }) });
+  t.teardown(async () => {
+    await server.close();
+    await rm(dir, { recursive: true, force: true });
+  });
+  const buf = ["buf", "curl", "--http2-prior-knowledge", "--protocol", "grpc"];
+  const listed = await run("npx", [...buf, "--list-services", server.url]);
+  t.true(listed.stdout.split("\n").includes("thaw.converter.v1.ConverterService"));
+  const called = await run("npx", [...buf, "--data", "{}", `${server.url}/thaw.converter.v1.ConverterService/ListCheckpoints`]);
+  t.deepEqual(JSON.parse(called.stdout), {});
 });

@@ -12,7 +12,7 @@ import { createGrpcTransport } from "@connectrpc/connect-node";
 import { fromBinary } from "@bufbuild/protobuf";
 import { FileDescriptorProtoSchema } from "@bufbuild/protobuf/wkt";
 import { Tier } from "../../src/gen/thaw/agent/v1/agent_pb.js";
-import { ServerReflection } from "../../src/orchestrator/reflection/gen/grpc/reflection/v1alpha/reflection_pb.js";
+import { ServerReflection } from "../../src/shared/reflection/gen/grpc/reflection/v1alpha/reflection_pb.js";
 import { startOrchestrator, type RunningOrchestrator } from "../../src/orchestrator/orchestrator.js";
 import { TestAgent } from "./test-agent.js";
 
