@@ -55,7 +55,7 @@ def main() -> None:
     host = {k: torch.empty(s, dtype=torch.bfloat16) for k, s in shapes(CFG).items()}  # untouched: no RAM used
     layout = plan(host, model_id="bench/step-profile")
     del host
-    w = Worker(WorkerOptions(device="cuda:0"))
+    w = Worker(WorkerOptions(device="cuda:0", graph_capture_at_load=-1, load_warm="full"))  # every graph at load
     w.warm_up()
     alloc = w.allocate(layout.index.total_bytes)
     g = torch.Generator(device=dev)

@@ -28,10 +28,26 @@ def test_cuda_float32_matches_cpu_and_graphs_match_eager(tiny_checkpoints, load_
     folder = tiny_checkpoints["llama"]
     cpu = [o.token_ids for o in load_model(folder).engine.generate(PROMPTS, GREEDY)]
     graphs = load_model(folder, device="cuda:0", dtype="float32")
-    assert graphs.runner.graphs, "no CUDA graphs captured"
+    assert not graphs.runner.graphs and graphs.runner.graphs_pending, "graphs are captured after LoadWeights"
+    assert [o.token_ids for o in graphs.engine.generate(PROMPTS, GREEDY)] == cpu
+    assert graphs.runner.graphs, "no CUDA graph captured on first use"
+    while graphs.runner.capture_next():  # what the engine thread does when idle
+        pass
+    assert graphs.runner.graphs_pending == 0
     assert [o.token_ids for o in graphs.engine.generate(PROMPTS, GREEDY)] == cpu
     eager = load_model(folder, device="cuda:0", dtype="float32", cuda_graphs=False)
     assert [o.token_ids for o in eager.engine.generate(PROMPTS, GREEDY)] == cpu
+
+
+def test_graphs_at_load_and_eager_first_steps_agree(tiny_checkpoints, load_model):
+    torch.backends.cuda.matmul.allow_tf32 = False
+    folder = tiny_checkpoints["llama"]
+    lazy = load_model(folder, device="cuda:0", dtype="float32")
+    at_load = load_model(folder, device="cuda:0", dtype="float32", graph_capture_at_load=-1, load_warm="full")
+    assert at_load.runner.graphs_pending == 0 and at_load.runner.graphs
+    assert lazy.engine.idle_work is not None
+    items_out = [o.token_ids for o in lazy.engine.generate(PROMPTS, GREEDY)]
+    assert items_out == [o.token_ids for o in at_load.engine.generate(PROMPTS, GREEDY)]
 
 
 def test_padded_graph_rows_do_not_disturb_real_rows(tiny_checkpoints, load_model):

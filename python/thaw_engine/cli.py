@@ -26,6 +26,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--no-cuda-graphs", action="store_true", help="run decode steps eagerly on CUDA")
     p.add_argument("--graph-max-batch", type=int, default=64, help="largest batch with a captured decode graph (default 64)")
     p.add_argument("--graph-max-context", type=int, default=8192, help="longest context with a captured decode graph (default 8192)")
+    p.add_argument("--graph-capture-at-load", type=int, default=0, help="decode graphs captured inside LoadWeights, smallest "
+                   "first (-1 = all; default 0: each is captured on first use of its shape or while idle)")
+    p.add_argument("--load-warm", default="auto", choices=["auto", "full", "light", "none"], help="warm-up passes inside "
+                   "LoadWeights (default auto: light when the synthetic model ran at start, else full)")
     p.add_argument("--no-warm-model", action="store_true", help="CUDA: skip the synthetic one-layer model run at start "
                    "(it loads the kernels a model needs, which CUDA otherwise loads on the first load)")
     p.add_argument("--no-prefix-caching", action="store_true", help="do not reuse KV blocks across prompts")
@@ -82,6 +86,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         cuda_graphs=not args.no_cuda_graphs,
         graph_max_batch=args.graph_max_batch,
         graph_max_context=args.graph_max_context,
+        graph_capture_at_load=args.graph_capture_at_load,
+        load_warm=args.load_warm,
         enable_prefix_caching=not args.no_prefix_caching,
         verify_checksums=not args.no_verify_checksums,
         gpu_memory_utilization=args.gpu_memory_utilization,

@@ -126,6 +126,11 @@ class Engine:
         self._pending: list[tuple[Sink, Event]] = []
         #: called with the events of one step; by default each sink is called in the engine thread
         self.dispatch: Callable[[list[tuple[Sink, Event]]], None] = _call_sinks
+        #: background work for the loop thread when it has nothing else to do (capturing decode
+        #: graphs): does one short unit and returns True while more remains. Requests wait for at
+        #: most one unit; it runs in the loop thread, so it never overlaps a step.
+        self.idle_work: Optional[Callable[[], bool]] = None
+        self.idle_units = 0
         # statistics
         self.prompt_tokens_total = 0
         self.cached_tokens_total = 0
@@ -207,12 +212,17 @@ class Engine:
             self._flush()
 
     def _loop(self) -> None:
+        idle_more = self.idle_work is not None
         while True:
             with self._cv:
-                while not self._stop and not (self._inbox or self._aborts or self.waiting or self.running):
+                while not self._stop and not (self._inbox or self._aborts or self.waiting or self.running) and not idle_more:
                     self._cv.wait()
                 if self._stop:
                     return
+                busy = bool(self._inbox or self._aborts or self.waiting or self.running)
+            if not busy:
+                idle_more = self._run_idle_work()
+                continue
             try:
                 self.step()
             except Exception:  # a bug: fail what is in flight, keep serving
@@ -220,6 +230,18 @@ class Engine:
                 for seq in list(self.waiting) + list(self.running):
                     self._finish(seq, FinishReason.ERROR, "engine step failed")
                 self._flush()
+
+    def _run_idle_work(self) -> bool:
+        """One unit of idle work; False once there is none left (or it failed)."""
+        if self.idle_work is None:
+            return False
+        try:
+            more = bool(self.idle_work())
+        except Exception:
+            log.exception("idle work failed; no more is done")
+            return False
+        self.idle_units += 1
+        return more
 
     def has_work(self) -> bool:
         with self._cv:

@@ -1,8 +1,10 @@
 """Runs the model: KV cache tensors, prefill and decode passes, CUDA graphs for decode.
 
-Decode graphs are captured at load (inside LoadWeights) for a grid of batch sizes and context
-lengths; a step picks the smallest graph that fits and pads the batch (padded rows write into the
-null block). Steps that fit no graph, and everything on CPU, run eagerly.
+Decode graphs are planned at load for a grid of batch sizes and context lengths but captured later,
+in the engine's thread: a step whose shape has no graph yet runs eagerly and its graph is captured
+right after it; the rest are captured one at a time while the engine is idle. A step uses the
+smallest shape that fits and pads the batch (padded rows write into the null block). Steps that fit
+no graph, and everything on CPU, run eagerly.
 """
 
 from __future__ import annotations
@@ -55,6 +57,39 @@ class _Graph:
         self.out = out
 
 
+def graph_grid(max_batch: int, block_size: int, max_context: int, max_tokens_per_graph: int = 1 << 17) -> list[tuple[int, int]]:
+    """The (batch, KV blocks) shapes that get a decode graph."""
+    batches = [b for b in (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256) if b <= max_batch]
+    if max_batch >= 1 and (not batches or batches[-1] != max_batch):
+        batches.append(max_batch)
+    block_counts = sorted({-(-c // block_size) for c in _buckets(max_context, 256, 2.0)})
+    return [(b, nb) for b in batches for nb in block_counts if b * nb * block_size <= max(max_tokens_per_graph, nb * block_size)]
+
+
+class GraphSchedule:
+    """Which decode graphs exist and which are still to be captured (pure bookkeeping, no CUDA).
+
+    A step of n sequences needing ``blocks`` KV blocks uses the smallest shape of the grid that
+    fits (fewest padded cells, then the smaller batch); shapes are captured smallest first when
+    idle, so the shapes of light traffic (batch 1, short contexts) come first."""
+
+    def __init__(self, grid: Sequence[tuple[int, int]]) -> None:
+        self.grid = sorted(set(grid), key=lambda k: (k[0] * k[1], k[0]))
+        self.captured: set[tuple[int, int]] = set()
+        self.failed: set[tuple[int, int]] = set()
+        self.max_flat = max((4 * b + b * nb for b, nb in self.grid), default=1)
+
+    def choose(self, n: int, blocks: int) -> Optional[tuple[int, int]]:
+        """The shape a step of n sequences and ``blocks`` blocks runs at; None beyond the grid."""
+        for k in self.grid:
+            if k[0] >= n and k[1] >= blocks:
+                return k
+        return None
+
+    def pending(self) -> list[tuple[int, int]]:
+        return [k for k in self.grid if k not in self.captured and k not in self.failed]
+
+
 class ModelRunner:
     """Owns the model, its KV cache and its decode graphs."""
 
@@ -84,7 +119,10 @@ class ModelRunner:
         ]
         self.kv_bytes = sum(k.numel() * k.element_size() * 2 for k, _ in self.kv)
         self.graphs: list[_Graph] = []
-        self.graph_seconds = 0.0
+        self.graph_seconds = 0.0  # spent capturing, at load and later
+        self._schedule: Optional[GraphSchedule] = None
+        self._flat: Optional[torch.Tensor] = None
+        self._stream = None
         self._pool = None
 
     # ---- inputs ------------------------------------------------------------------------------
@@ -148,10 +186,24 @@ class ModelRunner:
 
     @torch.no_grad()
     def decode(self, items: Sequence[DecodeItem]) -> torch.Tensor:
-        """One token per sequence; float32 logits [n, V] (a view valid until the next call)."""
+        """One token per sequence; float32 logits [n, V] (a view valid until the next call).
+
+        With graphs planned, the step replays the graph of the smallest planned (batch, context)
+        shape that fits; when that graph is not captured yet, the step runs eagerly at that shape and
+        its graph is captured right after (in this thread, between the step's kernels and the next
+        step's), so each shape pays one eager step and one capture, once."""
         n = len(items)
         need = max(-(-(it.position + 1) // self.block_size) for it in items)
-        g = self._pick_graph(n, need)
+        g: Optional[_Graph] = None
+        if self._schedule is not None:
+            key = self._schedule.choose(n, need)
+            if key is not None and key not in self._schedule.captured and key not in self._schedule.failed:
+                out = self._capture(key, items, upload=False)
+                assert out is not None
+                return out
+            g = self._pick_graph(n, need)
+        elif self.graphs:
+            g = self._pick_graph(n, need)
         if g is not None:
             packed = self._pack(items, g.batch, g.blocks)
             g.flat[: packed.numel()].copy_(packed, non_blocking=True)
@@ -170,55 +222,100 @@ class ModelRunner:
                     best = g
         return best
 
-    @torch.no_grad()
-    def capture_graphs(self, max_batch: int, max_tokens_per_graph: int = 1 << 17, max_context: int = 8192) -> None:
-        """Captures decode graphs for a grid of (batch, context) sizes; CUDA only."""
+    @property
+    def graphs_pending(self) -> int:
+        """Graphs of the planned grid not captured yet (nor given up on)."""
+        return len(self._schedule.pending()) if self._schedule is not None else 0
+
+    def plan_graphs(self, max_batch: int, max_tokens_per_graph: int = 1 << 17, max_context: int = 8192) -> int:
+        """Plans the grid of decode graphs (batch sizes x context lengths) without capturing any;
+        CUDA only. Graphs are then captured by :meth:`capture_next` (when the engine is idle) or on
+        demand by :meth:`decode` (the first step of a shape runs eagerly and captures its graph).
+        Returns the number of graphs planned."""
+        if self.device.type != "cuda":
+            return 0
+        self._schedule = GraphSchedule(graph_grid(max_batch, self.block_size, min(self.max_model_len, max_context), max_tokens_per_graph))
+        self._flat = torch.zeros(self._schedule.max_flat, dtype=torch.int64, device=self.device)
+        self._pool = torch.cuda.graph_pool_handle()
+        self._stream = torch.cuda.Stream(self.device)
+        return len(self._schedule.grid)
+
+    def capture_next(self) -> bool:
+        """Captures the next planned graph (smallest first); True while more remain. The engine calls
+        this in its own thread when it has nothing to do, so a capture never overlaps a step."""
+        s = self._schedule
+        if s is None:
+            return False
+        pending = s.pending()
+        if pending:
+            self._capture(pending[0], None, upload=True)
+        return bool(s.pending())
+
+    def capture_graphs(self, max_batch: int, max_tokens_per_graph: int = 1 << 17, max_context: int = 8192, count: int = -1) -> None:
+        """Plans the grid and captures ``count`` graphs of it now (smallest first; -1 = all of them)."""
         if self.device.type != "cuda":
             return
+        if self._schedule is None:
+            self.plan_graphs(max_batch, max_tokens_per_graph, max_context)
         t0 = time.perf_counter()
-        ctx_limit = min(self.max_model_len, max_context)
-        batches = [b for b in (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256) if b <= max_batch]
-        if not batches or batches[-1] != max_batch:
-            batches.append(max_batch)
-        block_sizes = sorted({-(-c // self.block_size) for c in _buckets(ctx_limit, 256, 2.0)})
-        grid = [(b, nb) for b in batches for nb in block_sizes if b * nb * self.block_size <= max(max_tokens_per_graph, nb * self.block_size)]
-        grid.sort(key=lambda x: -(x[0] * x[1]))
-        max_flat = max(4 * b + b * nb for b, nb in grid)
-        flat = torch.zeros(max_flat, dtype=torch.int64, device=self.device)
-        self._pool = torch.cuda.graph_pool_handle()
-        stream = torch.cuda.Stream(self.device)
+        n = 0
+        while (count < 0 or n < count) and self.graphs_pending:
+            self.capture_next()
+            n += 1
+        torch.cuda.synchronize(self.device)
+        log.info("captured %d decode graphs at load in %.3f s (%d left for idle time or first use)", len(self.graphs), time.perf_counter() - t0, self.graphs_pending)
+
+    @torch.no_grad()
+    def _capture(self, key: tuple[int, int], items: Optional[Sequence[DecodeItem]], upload: bool) -> Optional[torch.Tensor]:
+        """Runs the (batch, blocks) shape eagerly on the capture stream (for items, or padding only),
+        then captures its graph. Returns the eager logits [len(items), V] (None without items).
+        A capture that fails is logged and never tried again; the shape then runs eagerly."""
+        assert self._schedule is not None and self._flat is not None and self._stream is not None
+        b, nb = key
+        t0 = time.perf_counter()
+        flat, stream = self._flat, self._stream
+        packed = self._pack(items or [], b, nb)
+        flat[: packed.numel()].copy_(packed.to(self.device, non_blocking=True))
         stream.wait_stream(torch.cuda.current_stream(self.device))
-        for n, (b, nb) in enumerate(grid):
-            fill = self._pack([], b, nb)
-            flat[: fill.numel()].copy_(fill)
-            with torch.cuda.stream(stream):
-                for _ in range(2 if n == 0 else 1):  # warm up (cuBLAS handles, allocator) outside the capture
-                    self._decode_from_flat(flat, b, nb)
-            torch.cuda.synchronize(self.device)
-            graph = torch.cuda.CUDAGraph()
+        with torch.cuda.stream(stream):  # warm-up outside the capture (cuBLAS workspaces are per stream)
+            for _ in range(1 if self.graphs else 2):
+                eager = self._decode_from_flat(flat, b, nb)
+        torch.cuda.synchronize(self.device)
+        out_eager = eager[: len(items)].clone() if items else None
+        del eager
+        t1 = time.perf_counter()
+        graph = torch.cuda.CUDAGraph()
+        try:
             try:  # other threads (gRPC) may touch CUDA meanwhile: only this thread's calls are checked
                 ctx = torch.cuda.graph(graph, pool=self._pool, stream=stream, capture_error_mode="thread_local")
             except TypeError:  # torch < 2.1
                 ctx = torch.cuda.graph(graph, pool=self._pool, stream=stream)
             with ctx:
                 out = self._decode_from_flat(flat, b, nb)
-            self.graphs.append(_Graph(b, nb, graph, flat, out))
-        for g in self.graphs:  # first launches upload the graphs: do it now, not on the first request
-            fill = self._pack([], g.batch, g.blocks)
-            flat[: fill.numel()].copy_(fill)
-            g.graph.replay()
-        torch.cuda.synchronize(self.device)
-        self.graph_seconds = time.perf_counter() - t0
-        log.info(
-            "captured %d decode graphs (batch up to %d, context up to %d tokens) in %.2f s",
-            len(self.graphs),
-            max_batch,
-            max(nb for _, nb in grid) * self.block_size,
-            self.graph_seconds,
-        )
+            g = _Graph(b, nb, graph, flat, out)
+            if upload:  # the first launch uploads the graph: do it now, not in a request's step
+                pad = self._pack([], b, nb)
+                flat[: pad.numel()].copy_(pad.to(self.device, non_blocking=True))
+                graph.replay()
+                torch.cuda.synchronize(self.device)
+        except Exception:
+            log.exception("capturing the decode graph for batch %d x %d blocks failed: that shape runs eagerly", b, nb)
+            self._schedule.failed.add(key)
+            return out_eager
+        self.graphs.append(g)
+        self._schedule.captured.add(key)
+        dt = time.perf_counter() - t0
+        self.graph_seconds += dt
+        log.debug("captured decode graph batch %d x %d blocks in %.1f ms (eager run %.1f ms)%s", b, nb, dt * 1e3, (t1 - t0) * 1e3, " on first use" if items else "")
+        if not self._schedule.pending():
+            log.info("all %d decode graphs captured (%.2f s of capture in all)", len(self.graphs), self.graph_seconds)
+        return out_eager
 
     def release(self) -> None:
         """Drops graphs and the KV cache."""
         self.graphs.clear()
+        self._schedule = None
+        self._flat = None
+        self._stream = None
         self._pool = None
         self.kv.clear()

@@ -38,6 +38,8 @@ class WorkerOptions:
     cuda_graphs: bool = True
     graph_max_batch: int = 64
     graph_max_context: int = 8192
+    graph_capture_at_load: int = 0  # decode graphs captured inside LoadWeights (smallest first; -1 = all)
+    load_warm: str = "auto"  # per-model warm-up in LoadWeights: full | light | none | auto (light once kernels are warm)
     enable_prefix_caching: bool = True
     verify_checksums: bool = True
     gpu_memory_utilization: float = 0.9
@@ -88,6 +90,7 @@ class Worker:
         self.allocations: dict[str, Any] = {}
         self.loaded: Optional[LoadedModel] = None
         self._lock = threading.Lock()
+        self.kernels_warm = False  # the synthetic model ran at start (warm_up)
 
     # ---- start -------------------------------------------------------------------------------
 
@@ -104,6 +107,7 @@ class Worker:
                 (a @ a).sum().item()
             if self.options.warm_model:
                 self._warm_synthetic()
+                self.kernels_warm = True
             torch.cuda.synchronize(self.device)
             info["gpu"] = torch.cuda.get_device_name(self.device)
         else:
@@ -249,16 +253,26 @@ class Worker:
                 )
                 graphs = self.device.type == "cuda" and self.options.cuda_graphs
 
+                warm = self.options.load_warm
+                if warm == "auto":
+                    warm = "light" if self.kernels_warm or self.device.type != "cuda" else "full"
+
                 def prepare() -> None:
-                    """Warm-up and graph capture, in the thread that will serve (CUDA state is per thread)."""
-                    self._warm(engine)
-                    marks.append(("warm-up", time.perf_counter()))
+                    """Warm-up (and graphs asked for at load), in the thread that will serve (CUDA state
+                    is per thread). The other graphs are captured later in that same thread: on first
+                    use of their shape, or one at a time while the engine is idle."""
+                    if warm != "none":
+                        self._warm(engine, light=warm == "light")
+                        marks.append((f"warm-up ({warm})", time.perf_counter()))
                     if graphs:
-                        runner.capture_graphs(
+                        planned = runner.plan_graphs(
                             min(self.options.graph_max_batch, self.options.max_num_seqs),
                             max_context=self.options.graph_max_context,
                         )
-                        marks.append(("graphs", time.perf_counter()))
+                        if self.options.graph_capture_at_load:
+                            runner.capture_graphs(0, count=self.options.graph_capture_at_load)
+                        engine.idle_work = runner.capture_next
+                        marks.append((f"graphs {len(runner.graphs)} of {planned}", time.perf_counter()))
 
                 if start_engine:
                     engine.start(warm=prepare)
@@ -289,14 +303,15 @@ class Worker:
             return self.loaded
 
     @torch.no_grad()
-    def _warm(self, engine: Engine) -> None:
+    def _warm(self, engine: Engine, light: bool = False) -> None:
         """Dummy prefills of a few lengths, an eager decode and every sampling path, so that no
         kernel loads (and no per-thread handle is made) on the first request. KV written here lands
-        in blocks that are released unhashed."""
+        in blocks that are released unhashed. ``light``: one short prefill only (for when the
+        synthetic model at start already loaded the kernels; what is left is per-thread state)."""
         runner = engine.runner
         bs = runner.block_size
         # CPU kernels need no warming beyond one pass; CUDA loads kernels lazily, per shape class
-        sizes = (bs, 128, 1024) if self.device.type == "cuda" else (bs,)
+        sizes = (bs, 128, 1024) if self.device.type == "cuda" and not light else (bs,)
         lengths = sorted({min(n, runner.max_model_len - 1) for n in sizes})
         blocks = engine.blocks.allocate(-(-max(lengths[-1], bs + 1) // bs))
         if blocks is None:
@@ -307,10 +322,11 @@ class Worker:
             outs.append(runner.prefill([PrefillItem([0], bs - 1, blocks)]))  # the cached-prefix (masked) path
             if len(blocks) > 1:
                 graphs, runner.graphs = runner.graphs, []
+                schedule, runner._schedule = runner._schedule, None
                 try:
                     outs.append(runner.decode([DecodeItem(0, bs, blocks), DecodeItem(0, 3, blocks)]))
                 finally:
-                    runner.graphs = graphs
+                    runner.graphs, runner._schedule = graphs, schedule
                 if graphs:
                     outs.append(runner.decode([DecodeItem(0, bs, blocks)]).clone())
             logits = torch.cat(outs[-2:])[:2]

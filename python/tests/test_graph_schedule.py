@@ -1,0 +1,142 @@
+"""Decode CUDA graphs captured after LoadWeights (CPU: the schedule, the first-use capture and the
+idle capture with the graph itself stood in for by an eager replay)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import torch
+
+from thaw_engine.runner import DecodeItem, GraphSchedule, PrefillItem, _Graph, graph_grid
+from thaw_engine.sampling import SamplingOptions
+
+GREEDY = SamplingOptions(temperature=0.0, max_tokens=12, ignore_eos=True)
+
+
+def test_grid_is_the_one_captured_at_load_before():
+    grid = graph_grid(64, 16, 4096)
+    assert len(grid) == 48  # batch 1..64 (10 sizes) x context 256..4096 (5 lengths), less 48 and 64 at 4096
+    s = GraphSchedule(grid)
+    assert s.pending()[0] == (1, 16)  # smallest first: the first request's decode
+    assert s.pending()[-1] == (64, 128)
+    assert s.choose(1, 5) == (1, 16)
+    assert s.choose(3, 17) == (4, 32)
+    assert s.choose(32, 20) == (32, 32)
+    assert s.choose(65, 1) is None and s.choose(1, 257) is None
+    s.captured.add((1, 16))
+    s.failed.add((2, 16))
+    assert (1, 16) not in s.pending() and (2, 16) not in s.pending() and len(s.pending()) == 46
+
+
+class _FakeGraph:
+    """Replays by running the captured shape eagerly on the shared input buffer."""
+
+    def __init__(self, runner, g: _Graph) -> None:
+        self.runner, self.g, self.replays = runner, g, 0
+
+    def replay(self) -> None:
+        self.replays += 1
+        self.g.out.copy_(self.runner._decode_from_flat(self.g.flat, self.g.batch, self.g.blocks))
+
+
+def _fake_graphs(runner, grid):
+    """Plans a schedule on a CPU runner; captures make fake graphs. Returns the capture log."""
+    runner._schedule = GraphSchedule(grid)
+    runner._flat = torch.zeros(runner._schedule.max_flat, dtype=torch.int64)
+    captures: list[tuple[tuple[int, int], bool]] = []
+
+    def capture(key, items, upload):
+        b, nb = key
+        captures.append((key, items is not None))
+        packed = runner._pack(items or [], b, nb)
+        runner._flat[: packed.numel()].copy_(packed)
+        eager = runner._decode_from_flat(runner._flat, b, nb)
+        g = _Graph(b, nb, None, runner._flat, torch.empty_like(eager))
+        g.graph = _FakeGraph(runner, g)
+        runner.graphs.append(g)
+        runner._schedule.captured.add(key)
+        return eager[: len(items)].clone() if items else None
+
+    runner._capture = capture
+    return captures
+
+
+def test_first_use_runs_eagerly_captures_once_then_replays(tiny_checkpoints, load_model):
+    lm = load_model(tiny_checkpoints["llama"])
+    run = lm.runner
+    blocks = lm.engine.blocks.allocate(6)
+    a, b = [256] + list(range(40)), [256] + list(range(60, 80))
+    run.prefill([PrefillItem(a, 0, blocks[:3]), PrefillItem(b, 0, blocks[3:])])
+    items = [DecodeItem(7, len(a), blocks[:3]), DecodeItem(8, len(b), blocks[3:])]
+    plain = run.decode(items).clone()  # no schedule: eager
+    captures = _fake_graphs(run, [(1, 4), (2, 4), (4, 4), (4, 8)])
+    first = run.decode(items).clone()
+    assert captures == [((2, 4), True)]  # the shape's first step captured it, with the real rows
+    again = run.decode(items).clone()
+    assert captures == [((2, 4), True)] and run.graphs[0].graph.replays == 1
+    assert torch.allclose(plain, first, atol=1e-5) and torch.allclose(plain, again, atol=1e-5)
+    three = items + [DecodeItem(9, len(b), blocks[3:])]
+    run.decode(three)
+    assert captures[-1] == ((4, 4), True)
+    run._schedule.failed.add((1, 4))  # a shape whose capture failed: the smallest captured graph that fits
+    out = run.decode(items[:1])
+    assert len(captures) == 2 and run.graphs[0].graph.replays == 2 and torch.allclose(out, plain[:1], atol=1e-5)
+    run._schedule.failed.update({(4, 8)})
+    assert run.graphs_pending == 0
+
+
+def test_idle_capture_runs_in_the_loop_thread_only_when_idle(tiny_checkpoints, load_model):
+    lm = load_model(tiny_checkpoints["llama"])
+    eng, run = lm.engine, lm.runner
+    captures = _fake_graphs(run, [(1, 4), (2, 4), (4, 4), (1, 8), (2, 8), (4, 8)])
+    in_step = threading.Event()
+    overlaps: list[str] = []
+    threads: set[str] = set()
+    step = eng.step
+
+    def traced_step() -> bool:
+        in_step.set()
+        try:
+            return step()
+        finally:
+            in_step.clear()
+
+    def idle() -> bool:
+        if in_step.is_set() or eng.running or eng.waiting:
+            overlaps.append("busy")
+        threads.add(threading.current_thread().name)
+        return run.capture_next()
+
+    eng.step = traced_step  # type: ignore[method-assign]
+    eng.idle_work = idle
+    done = threading.Event()
+    out: list[int] = []
+
+    def sink(ev) -> None:
+        out.extend(ev.token_ids)
+        if ev.finish_reason is not None:
+            done.set()
+
+    eng.add("r", [256, 1, 2, 3], GREEDY, sink)
+    eng.start()
+    try:
+        assert done.wait(30)
+        deadline = time.monotonic() + 10
+        while run.graphs_pending and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        eng.stop()
+    assert len(out) == 12
+    assert run.graphs_pending == 0 and len(run.graphs) == 6
+    assert sorted(k for k, _ in captures) == sorted(run._schedule.grid)
+    assert not overlaps and threads == {"thaw-engine-loop"}
+    assert eng.idle_units >= 5  # (1, 4) may have been captured on first use instead
+
+
+def test_engine_without_idle_work_sleeps(tiny_checkpoints, load_model):
+    eng = load_model(tiny_checkpoints["llama"]).engine
+    eng.start()
+    time.sleep(0.05)
+    eng.stop()
+    assert eng.idle_units == 0
