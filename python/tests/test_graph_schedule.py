@@ -110,6 +110,7 @@ def test_idle_capture_runs_in_the_loop_thread_only_when_idle(tiny_checkpoints, l
 
     eng.step = traced_step  # type: ignore[method-assign]
     eng.idle_work = idle
+    eng.idle_delay_s = 0.01
     done = threading.Event()
     out: list[int] = []
 
@@ -140,3 +141,26 @@ def test_engine_without_idle_work_sleeps(tiny_checkpoints, load_model):
     time.sleep(0.05)
     eng.stop()
     assert eng.idle_units == 0
+
+
+def test_idle_work_waits_for_the_engine_to_have_been_idle(tiny_checkpoints, load_model):
+    eng = load_model(tiny_checkpoints["llama"]).engine
+    calls: list[float] = []
+
+    def idle() -> bool:
+        calls.append(time.monotonic())
+        return len(calls) < 3
+
+    eng.idle_work = idle
+    eng.idle_delay_s = 0.3
+    t0 = time.monotonic()
+    eng.start()
+    try:
+        time.sleep(0.15)
+        assert not calls  # a request right after the load finds the loop free
+        deadline = time.monotonic() + 5
+        while len(calls) < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        eng.stop()
+    assert len(calls) == 3 and calls[0] - t0 >= 0.29

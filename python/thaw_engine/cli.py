@@ -29,7 +29,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--graph-capture-at-load", type=int, default=0, help="decode graphs captured inside LoadWeights, smallest "
                    "first (-1 = all; default 0: each is captured on first use of its shape or while idle)")
     p.add_argument("--load-warm", default="auto", choices=["auto", "full", "light", "none"], help="warm-up passes inside "
-                   "LoadWeights (default auto: light when the synthetic model ran at start, else full)")
+                   "LoadWeights (default auto: none when the synthetic model ran at start, else full)")
     p.add_argument("--no-warm-model", action="store_true", help="CUDA: skip the synthetic one-layer model run at start "
                    "(it loads the kernels a model needs, which CUDA otherwise loads on the first load)")
     p.add_argument("--no-prefix-caching", action="store_true", help="do not reuse KV blocks across prompts")

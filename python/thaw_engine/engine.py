@@ -130,7 +130,11 @@ class Engine:
         #: graphs): does one short unit and returns True while more remains. Requests wait for at
         #: most one unit; it runs in the loop thread, so it never overlaps a step.
         self.idle_work: Optional[Callable[[], bool]] = None
+        #: idle work starts only once the engine has had nothing to do for this long (since start or
+        #: its last step), so that a request arriving right after LoadWeights never waits for it
+        self.idle_delay_s = 0.25
         self.idle_units = 0
+        self._last_busy = time.monotonic()
         # statistics
         self.prompt_tokens_total = 0
         self.cached_tokens_total = 0
@@ -213,10 +217,17 @@ class Engine:
 
     def _loop(self) -> None:
         idle_more = self.idle_work is not None
+        self._last_busy = time.monotonic()
         while True:
             with self._cv:
-                while not self._stop and not (self._inbox or self._aborts or self.waiting or self.running) and not idle_more:
-                    self._cv.wait()
+                while not self._stop and not (self._inbox or self._aborts or self.waiting or self.running):
+                    if not idle_more:
+                        self._cv.wait()
+                        continue
+                    left = self._last_busy + self.idle_delay_s - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._cv.wait(left)
                 if self._stop:
                     return
                 busy = bool(self._inbox or self._aborts or self.waiting or self.running)
@@ -230,6 +241,7 @@ class Engine:
                 for seq in list(self.waiting) + list(self.running):
                     self._finish(seq, FinishReason.ERROR, "engine step failed")
                 self._flush()
+            self._last_busy = time.monotonic()
 
     def _run_idle_work(self) -> bool:
         """One unit of idle work; False once there is none left (or it failed)."""

@@ -39,7 +39,7 @@ class WorkerOptions:
     graph_max_batch: int = 64
     graph_max_context: int = 8192
     graph_capture_at_load: int = 0  # decode graphs captured inside LoadWeights (smallest first; -1 = all)
-    load_warm: str = "auto"  # per-model warm-up in LoadWeights: full | light | none | auto (light once kernels are warm)
+    load_warm: str = "auto"  # per-model warm-up in LoadWeights: full | light | none | auto (none once kernels are warm)
     enable_prefix_caching: bool = True
     verify_checksums: bool = True
     gpu_memory_utilization: float = 0.9
@@ -255,7 +255,9 @@ class Worker:
 
                 warm = self.options.load_warm
                 if warm == "auto":
-                    warm = "light" if self.kernels_warm or self.device.type != "cuda" else "full"
+                    # the synthetic model at start loaded the kernels; what is left per thread (cuBLAS
+                    # handle) costs the first request less than a warm-up pass costs LoadWeights
+                    warm = "none" if self.kernels_warm else "light" if self.device.type != "cuda" else "full"
 
                 def prepare() -> None:
                     """Warm-up (and graphs asked for at load), in the thread that will serve (CUDA state
