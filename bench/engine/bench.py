@@ -7,7 +7,7 @@ One command on the GPU machine (Llama-3-8B shape, bf16):
 
 The weights go the way the agent sends them: the worker allocates GPU memory (AllocateWeights),
 this process opens the CUDA IPC handle and copies the tensors in, then LoadWeights builds the
-model (and captures the decode CUDA graphs). On CPU (`--device cpu --preset tiny`, a smoke test)
+model (decode CUDA graphs are captured after it, in the engine thread). On CPU (`--device cpu --preset tiny`, a smoke test)
 the weights travel through a memfd (HostMemory) instead.
 
 Reported: worker start to ready, LoadWeights seconds, time to first token (prompt of 128 and
