@@ -23,7 +23,7 @@ import type { EngineSupervisor } from "./engine-supervisor.js";
 import type { ExternalRuntime } from "./external-runtime.js";
 import { type InferResponseInit, inferOnEngine, inferOnExternal } from "./inference.js";
 import { type LoadProgress, type ModelLoader, refKey } from "./model-loader.js";
-import { pushStream } from "./push-stream.js";
+import { pushStream } from "../shared/push-stream.js";
 import type { RequestCounter } from "./request-counter.js";
 
 /** Bytes per ReadChunk message (as the converter sends them). */

@@ -20,7 +20,7 @@ import type { EngineSupervisor } from "./engine-supervisor.js";
 import type { EngineWorker } from "./engine-worker.js";
 import { ExternalRuntime } from "./external-runtime.js";
 import { ModelText } from "./model-text.js";
-import { SharedFlights } from "./shared-flight.js";
+import { SharedFlights } from "../shared/shared-flight.js";
 
 export interface TierTime {
   tier: Tier;

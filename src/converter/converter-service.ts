@@ -19,7 +19,8 @@ import {
   type ReadChunkRequest,
 } from "../gen/thaw/converter/v1/converter_service_pb.js";
 import { INDEX_FILE, NotFoundError, type CheckpointStore } from "../store/store.js";
-import { SharedConversions } from "./shared-conversion.js";
+import { pushStream } from "../shared/push-stream.js";
+import { SharedFlights } from "../shared/shared-flight.js";
 
 /** Progress fields of a ConvertResponse (everything but the final index). */
 export type ConvertProgress = Omit<ConvertResponse, "$typeName" | "index" | "$unknown">;
@@ -48,7 +49,8 @@ export interface ConverterDeps {
 export const READ_CHUNK_PIECE = 1 << 20;
 
 export class ConverterServiceImpl implements ServiceImpl<typeof ConverterService> {
-  private readonly conversions = new SharedConversions<ConvertProgress, CheckpointIndex>();
+  // Concurrent requests for one checkpoint share its conversion; the last caller to leave cancels it.
+  private readonly conversions = new SharedFlights<ConvertProgress, CheckpointIndex>("abort");
 
   constructor(private readonly deps: ConverterDeps) {}
 
@@ -63,15 +65,11 @@ export class ConverterServiceImpl implements ServiceImpl<typeof ConverterService
       overwrite: request.overwrite,
     };
     const key = this.deps.modelKey({ $typeName: "thaw.checkpoint.v1.CheckpointRef", modelId: job.modelId, revision: job.revision });
-    const flight = this.conversions.join(key, (signal, onProgress) => this.deps.convert(job, signal, onProgress), ctx.signal);
-    for (;;) {
-      const step = await flight.next();
-      if (step.done) {
-        yield { phase: ConvertPhase.DONE, index: step.value, message: `published ${step.value.modelKey}` };
-        return;
-      }
-      yield step.value;
-    }
+    let index: CheckpointIndex | undefined;
+    yield* pushStream<ConvertProgress>(async (emit) => {
+      index = await this.conversions.run(key, (report, signal) => this.deps.convert(job, signal, report), emit, ctx.signal);
+    }, ctx.signal);
+    yield { phase: ConvertPhase.DONE, index, message: `published ${index!.modelKey}` };
   }
 
   async getCheckpoint(request: GetCheckpointRequest) {
