@@ -8,7 +8,7 @@ import { DEFAULT_STORE, INTERNAL_TOKEN } from "../shared/defaults.js";
 import { grpcClient } from "../shared/clients.js";
 import { openStore } from "../store/open-store.js";
 import { converterDeps } from "../converter/routes.js";
-import { defaultModelId } from "../converter/converter-service.js";
+import { defaultModelId } from "../converter/convert.js";
 import { ProgressBar } from "./progress-bar.js";
 
 const USAGE = `usage: thaw convert <hf-id-or-folder> [--revision R] [--model-id ID] [--store DIR-or-URL]

@@ -71,6 +71,11 @@ export function isLocalSource(source: string): boolean {
   return source.startsWith("/") || source.startsWith("./") || source.startsWith("../") || source === "." || source === ".." || source.startsWith("file://");
 }
 
+/** The model id a source is stored under when none is given: the repo id, or the folder's name. */
+export function defaultModelId(source: string): string {
+  return isLocalSource(source) ? path.basename(path.resolve(source.replace(/^file:\/\//, ""))) : source;
+}
+
 /** Converts `options.source` into `options.store` and returns the published index. */
 export async function convertModel(options: ConvertOptions): Promise<CheckpointIndex> {
   const { signal } = options;
@@ -86,7 +91,7 @@ export async function convertModel(options: ConvertOptions): Promise<CheckpointI
     const revision = options.revision || DEFAULT_REVISION;
     checkRevision(revision);
     if (!local) checkModelId(source);
-    const modelId = options.modelId || (local ? path.basename(folder) : source);
+    const modelId = options.modelId || defaultModelId(source);
     const key = modelKey(modelId, revision);
     what = key;
     const chunkSize = options.chunkSize || DEFAULT_CHUNK_SIZE;

@@ -21,6 +21,7 @@ import {
 import { INDEX_FILE, NotFoundError, type CheckpointStore } from "../store/store.js";
 import { pushStream } from "../shared/push-stream.js";
 import { SharedFlights } from "../shared/shared-flight.js";
+import { defaultModelId } from "./convert.js";
 
 /** Progress fields of a ConvertResponse (everything but the final index). */
 export type ConvertProgress = Omit<ConvertResponse, "$typeName" | "index" | "$unknown">;
@@ -169,14 +170,6 @@ export class ConverterServiceImpl implements ServiceImpl<typeof ConverterService
       throw err;
     }
   }
-}
-
-/** The model id a source is stored under when the request names none: the repo id or folder name. */
-export function defaultModelId(source: string): string {
-  const isPath = source.startsWith("/") || source.startsWith(".") || source.startsWith("file:");
-  if (!isPath) return source;
-  const parts = source.replace(/^file:\/\//, "").split("/").filter((p) => p !== "" && p !== ".");
-  return parts[parts.length - 1] ?? source;
 }
 
 /** Removes exactly `n` bytes from the front of `parts` (which hold at least `n`). */
