@@ -165,7 +165,7 @@ export class ExternalRuntime {
       engineId: this.id,
       state: this.running ? EngineState.SERVING : this.starting ? EngineState.STARTING : EngineState.IDLE,
       device: "external",
-      model: this.running ? { modelId: this.config.modelId, revision: this.config.revision || "main" } : undefined,
+      models: this.running ? [{ modelId: this.config.modelId, revision: this.config.revision || "main" }] : [],
       pid: this.child?.pid ?? 0,
       running: this.streams.size,
     });

@@ -301,7 +301,7 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
         engineId: w.id,
         state: w.state,
         device: w.device,
-        model: w.model?.ref,
+        models: w.model !== undefined ? [w.model.ref] : [],
         pid: w.pid,
         running: w.stats?.running ?? w.streams.size,
         waiting: w.stats?.waiting ?? 0,

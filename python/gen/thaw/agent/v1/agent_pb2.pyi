@@ -20,9 +20,11 @@ TIER_REMOTE: Tier
 TIER_UNSPECIFIED: Tier
 
 class AgentStatus(_message.Message):
-    __slots__ = ["address", "agent_id", "engines", "gpu_count", "models", "queue_length", "tiers"]
+    __slots__ = ["address", "agent_id", "devices", "dram_pool_bytes", "engines", "gpu_count", "models", "queue_length", "tiers"]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    DEVICES_FIELD_NUMBER: _ClassVar[int]
+    DRAM_POOL_BYTES_FIELD_NUMBER: _ClassVar[int]
     ENGINES_FIELD_NUMBER: _ClassVar[int]
     GPU_COUNT_FIELD_NUMBER: _ClassVar[int]
     MODELS_FIELD_NUMBER: _ClassVar[int]
@@ -30,12 +32,14 @@ class AgentStatus(_message.Message):
     TIERS_FIELD_NUMBER: _ClassVar[int]
     address: str
     agent_id: str
+    devices: _containers.RepeatedCompositeFieldContainer[DeviceStatus]
+    dram_pool_bytes: int
     engines: _containers.RepeatedCompositeFieldContainer[EngineInfo]
     gpu_count: int
     models: _containers.RepeatedCompositeFieldContainer[ModelCacheEntry]
     queue_length: int
     tiers: _containers.RepeatedCompositeFieldContainer[TierCapacity]
-    def __init__(self, agent_id: _Optional[str] = ..., address: _Optional[str] = ..., models: _Optional[_Iterable[_Union[ModelCacheEntry, _Mapping]]] = ..., tiers: _Optional[_Iterable[_Union[TierCapacity, _Mapping]]] = ..., engines: _Optional[_Iterable[_Union[EngineInfo, _Mapping]]] = ..., queue_length: _Optional[int] = ..., gpu_count: _Optional[int] = ...) -> None: ...
+    def __init__(self, agent_id: _Optional[str] = ..., address: _Optional[str] = ..., models: _Optional[_Iterable[_Union[ModelCacheEntry, _Mapping]]] = ..., tiers: _Optional[_Iterable[_Union[TierCapacity, _Mapping]]] = ..., engines: _Optional[_Iterable[_Union[EngineInfo, _Mapping]]] = ..., queue_length: _Optional[int] = ..., gpu_count: _Optional[int] = ..., devices: _Optional[_Iterable[_Union[DeviceStatus, _Mapping]]] = ..., dram_pool_bytes: _Optional[int] = ...) -> None: ...
 
 class ChatMessage(_message.Message):
     __slots__ = ["content", "name", "role"]
@@ -57,43 +61,81 @@ class ChatPrompt(_message.Message):
     messages: _containers.RepeatedCompositeFieldContainer[ChatMessage]
     def __init__(self, messages: _Optional[_Iterable[_Union[ChatMessage, _Mapping]]] = ..., add_generation_prompt: bool = ..., chat_template: _Optional[str] = ...) -> None: ...
 
-class EngineInfo(_message.Message):
-    __slots__ = ["device", "engine_id", "model", "pid", "running", "state", "waiting"]
+class DeviceStatus(_message.Message):
+    __slots__ = ["budget_bytes", "device", "engine_id", "free_bytes", "kv_pool_bytes", "kv_used_bytes", "max_model_bytes", "resident", "used_bytes"]
+    BUDGET_BYTES_FIELD_NUMBER: _ClassVar[int]
     DEVICE_FIELD_NUMBER: _ClassVar[int]
     ENGINE_ID_FIELD_NUMBER: _ClassVar[int]
-    MODEL_FIELD_NUMBER: _ClassVar[int]
+    FREE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    KV_POOL_BYTES_FIELD_NUMBER: _ClassVar[int]
+    KV_USED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MAX_MODEL_BYTES_FIELD_NUMBER: _ClassVar[int]
+    RESIDENT_FIELD_NUMBER: _ClassVar[int]
+    USED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    budget_bytes: int
+    device: str
+    engine_id: str
+    free_bytes: int
+    kv_pool_bytes: int
+    kv_used_bytes: int
+    max_model_bytes: int
+    resident: _containers.RepeatedCompositeFieldContainer[ModelResidency]
+    used_bytes: int
+    def __init__(self, device: _Optional[str] = ..., engine_id: _Optional[str] = ..., budget_bytes: _Optional[int] = ..., used_bytes: _Optional[int] = ..., free_bytes: _Optional[int] = ..., kv_pool_bytes: _Optional[int] = ..., kv_used_bytes: _Optional[int] = ..., resident: _Optional[_Iterable[_Union[ModelResidency, _Mapping]]] = ..., max_model_bytes: _Optional[int] = ...) -> None: ...
+
+class EngineInfo(_message.Message):
+    __slots__ = ["device", "engine_id", "models", "pid", "running", "state", "waiting"]
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
+    ENGINE_ID_FIELD_NUMBER: _ClassVar[int]
+    MODELS_FIELD_NUMBER: _ClassVar[int]
     PID_FIELD_NUMBER: _ClassVar[int]
     RUNNING_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     WAITING_FIELD_NUMBER: _ClassVar[int]
     device: str
     engine_id: str
-    model: _checkpoint_pb2.CheckpointRef
+    models: _containers.RepeatedCompositeFieldContainer[_checkpoint_pb2.CheckpointRef]
     pid: int
     running: int
     state: EngineState
     waiting: int
-    def __init__(self, engine_id: _Optional[str] = ..., state: _Optional[_Union[EngineState, str]] = ..., device: _Optional[str] = ..., model: _Optional[_Union[_checkpoint_pb2.CheckpointRef, _Mapping]] = ..., pid: _Optional[int] = ..., running: _Optional[int] = ..., waiting: _Optional[int] = ...) -> None: ...
+    def __init__(self, engine_id: _Optional[str] = ..., state: _Optional[_Union[EngineState, str]] = ..., device: _Optional[str] = ..., models: _Optional[_Iterable[_Union[_checkpoint_pb2.CheckpointRef, _Mapping]]] = ..., pid: _Optional[int] = ..., running: _Optional[int] = ..., waiting: _Optional[int] = ...) -> None: ...
 
 class ModelCacheEntry(_message.Message):
-    __slots__ = ["bytes", "disk_chunks", "idle_ms", "kv_hit_rate", "queue_length", "ref", "tier", "total_chunks"]
+    __slots__ = ["bytes", "device", "disk_chunks", "idle_ms", "kv_bytes_used", "kv_hit_rate", "queue_length", "ref", "tier", "total_chunks"]
     BYTES_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
     DISK_CHUNKS_FIELD_NUMBER: _ClassVar[int]
     IDLE_MS_FIELD_NUMBER: _ClassVar[int]
+    KV_BYTES_USED_FIELD_NUMBER: _ClassVar[int]
     KV_HIT_RATE_FIELD_NUMBER: _ClassVar[int]
     QUEUE_LENGTH_FIELD_NUMBER: _ClassVar[int]
     REF_FIELD_NUMBER: _ClassVar[int]
     TIER_FIELD_NUMBER: _ClassVar[int]
     TOTAL_CHUNKS_FIELD_NUMBER: _ClassVar[int]
     bytes: int
+    device: str
     disk_chunks: int
     idle_ms: int
+    kv_bytes_used: int
     kv_hit_rate: float
     queue_length: int
     ref: _checkpoint_pb2.CheckpointRef
     tier: Tier
     total_chunks: int
-    def __init__(self, ref: _Optional[_Union[_checkpoint_pb2.CheckpointRef, _Mapping]] = ..., tier: _Optional[_Union[Tier, str]] = ..., bytes: _Optional[int] = ..., disk_chunks: _Optional[int] = ..., total_chunks: _Optional[int] = ..., kv_hit_rate: _Optional[float] = ..., queue_length: _Optional[int] = ..., idle_ms: _Optional[int] = ...) -> None: ...
+    def __init__(self, ref: _Optional[_Union[_checkpoint_pb2.CheckpointRef, _Mapping]] = ..., tier: _Optional[_Union[Tier, str]] = ..., bytes: _Optional[int] = ..., disk_chunks: _Optional[int] = ..., total_chunks: _Optional[int] = ..., kv_hit_rate: _Optional[float] = ..., queue_length: _Optional[int] = ..., idle_ms: _Optional[int] = ..., device: _Optional[str] = ..., kv_bytes_used: _Optional[int] = ...) -> None: ...
+
+class ModelResidency(_message.Message):
+    __slots__ = ["bytes", "idle_ms", "ref", "running"]
+    BYTES_FIELD_NUMBER: _ClassVar[int]
+    IDLE_MS_FIELD_NUMBER: _ClassVar[int]
+    REF_FIELD_NUMBER: _ClassVar[int]
+    RUNNING_FIELD_NUMBER: _ClassVar[int]
+    bytes: int
+    idle_ms: int
+    ref: _checkpoint_pb2.CheckpointRef
+    running: int
+    def __init__(self, ref: _Optional[_Union[_checkpoint_pb2.CheckpointRef, _Mapping]] = ..., bytes: _Optional[int] = ..., running: _Optional[int] = ..., idle_ms: _Optional[int] = ...) -> None: ...
 
 class TierCapacity(_message.Message):
     __slots__ = ["bandwidth_bytes_per_second", "free_bytes", "tier", "total_bytes"]

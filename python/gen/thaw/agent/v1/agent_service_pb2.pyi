@@ -93,10 +93,12 @@ class LoadModelRequest(_message.Message):
     def __init__(self, ref: _Optional[_Union[_checkpoint_pb2.CheckpointRef, _Mapping]] = ..., peers: _Optional[_Iterable[str]] = ..., max_model_len: _Optional[int] = ..., launch_command: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class LoadModelResponse(_message.Message):
-    __slots__ = ["bytes_done", "bytes_total", "engine_id", "ready", "seconds", "start_tier", "tier", "timings"]
+    __slots__ = ["bytes_done", "bytes_total", "device", "engine_id", "evicted", "ready", "seconds", "start_tier", "tier", "timings"]
     BYTES_DONE_FIELD_NUMBER: _ClassVar[int]
     BYTES_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
     ENGINE_ID_FIELD_NUMBER: _ClassVar[int]
+    EVICTED_FIELD_NUMBER: _ClassVar[int]
     READY_FIELD_NUMBER: _ClassVar[int]
     SECONDS_FIELD_NUMBER: _ClassVar[int]
     START_TIER_FIELD_NUMBER: _ClassVar[int]
@@ -104,13 +106,15 @@ class LoadModelResponse(_message.Message):
     TIMINGS_FIELD_NUMBER: _ClassVar[int]
     bytes_done: int
     bytes_total: int
+    device: str
     engine_id: str
+    evicted: _containers.RepeatedCompositeFieldContainer[_checkpoint_pb2.CheckpointRef]
     ready: bool
     seconds: float
     start_tier: _agent_pb2.Tier
     tier: _agent_pb2.Tier
     timings: _containers.RepeatedCompositeFieldContainer[_agent_pb2.TierTiming]
-    def __init__(self, tier: _Optional[_Union[_agent_pb2.Tier, str]] = ..., bytes_done: _Optional[int] = ..., bytes_total: _Optional[int] = ..., timings: _Optional[_Iterable[_Union[_agent_pb2.TierTiming, _Mapping]]] = ..., ready: bool = ..., engine_id: _Optional[str] = ..., start_tier: _Optional[_Union[_agent_pb2.Tier, str]] = ..., seconds: _Optional[float] = ...) -> None: ...
+    def __init__(self, tier: _Optional[_Union[_agent_pb2.Tier, str]] = ..., bytes_done: _Optional[int] = ..., bytes_total: _Optional[int] = ..., timings: _Optional[_Iterable[_Union[_agent_pb2.TierTiming, _Mapping]]] = ..., ready: bool = ..., engine_id: _Optional[str] = ..., start_tier: _Optional[_Union[_agent_pb2.Tier, str]] = ..., seconds: _Optional[float] = ..., evicted: _Optional[_Iterable[_Union[_checkpoint_pb2.CheckpointRef, _Mapping]]] = ..., device: _Optional[str] = ...) -> None: ...
 
 class ReadChunkRequest(_message.Message):
     __slots__ = ["file_name", "length", "offset", "ref"]

@@ -11,29 +11,32 @@ from google.protobuf import symbol_database as _symbol_database
 _sym_db = _symbol_database.Default()
 
 
+from thaw.checkpoint.v1 import checkpoint_pb2 as thaw_dot_checkpoint_dot_v1_dot_checkpoint__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bthaw/engine/v1/engine.proto\x12\x0ethaw.engine.v1\"\xc0\x04\n\x0eSamplingParams\x12%\n\x0btemperature\x18\x01 \x01(\x02H\x00R\x0btemperature\x88\x01\x01\x12\x18\n\x05top_p\x18\x02 \x01(\x02H\x01R\x04topP\x88\x01\x01\x12\x13\n\x05top_k\x18\x03 \x01(\rR\x04topK\x12\x13\n\x05min_p\x18\x04 \x01(\x02R\x04minP\x12\x17\n\x04seed\x18\x05 \x01(\x04H\x02R\x04seed\x88\x01\x01\x12)\n\x10presence_penalty\x18\x06 \x01(\x02R\x0fpresencePenalty\x12+\n\x11\x66requency_penalty\x18\x07 \x01(\x02R\x10\x66requencyPenalty\x12\x32\n\x12repetition_penalty\x18\x08 \x01(\x02H\x03R\x11repetitionPenalty\x88\x01\x01\x12\x1d\n\nmax_tokens\x18\t \x01(\rR\tmaxTokens\x12\x1d\n\nmin_tokens\x18\n \x01(\rR\tminTokens\x12$\n\x0estop_token_ids\x18\x0b \x03(\rR\x0cstopTokenIds\x12\x1d\n\nignore_eos\x18\x0c \x01(\x08R\tignoreEos\x12\x1a\n\x08logprobs\x18\r \x01(\x08R\x08logprobs\x12!\n\x0ctop_logprobs\x18\x0e \x01(\rR\x0btopLogprobs\x12\"\n\reos_token_ids\x18\x0f \x03(\rR\x0b\x65osTokenIdsB\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\x07\n\x05_seedB\x15\n\x13_repetition_penalty\"W\n\x0cTokenLogprob\x12\x19\n\x08token_id\x18\x01 \x01(\rR\x07tokenId\x12\x18\n\x07logprob\x18\x02 \x01(\x02R\x07logprob\x12\x12\n\x04text\x18\x03 \x01(\tR\x04text\"z\n\x10PositionLogprobs\x12\x36\n\x07sampled\x18\x01 \x01(\x0b\x32\x1c.thaw.engine.v1.TokenLogprobR\x07sampled\x12.\n\x03top\x18\x02 \x03(\x0b\x32\x1c.thaw.engine.v1.TokenLogprobR\x03top\"P\n\nHostMemory\x12\x12\n\x04path\x18\x01 \x01(\tR\x04path\x12\x16\n\x06offset\x18\x02 \x01(\x04R\x06offset\x12\x16\n\x06length\x18\x03 \x01(\x04R\x06length\"3\n\x0c\x44\x65viceMemory\x12#\n\rallocation_id\x18\x01 \x01(\tR\x0c\x61llocationId\"&\n\x10\x43heckpointFolder\x12\x12\n\x04path\x18\x01 \x01(\tR\x04path\"\xe9\x01\n\x10MemoryDescriptor\x12\x30\n\x04host\x18\x01 \x01(\x0b\x32\x1a.thaw.engine.v1.HostMemoryH\x00R\x04host\x12\x36\n\x06\x64\x65vice\x18\x02 \x01(\x0b\x32\x1c.thaw.engine.v1.DeviceMemoryH\x00R\x06\x64\x65vice\x12:\n\x06\x66older\x18\x03 \x01(\x0b\x32 .thaw.engine.v1.CheckpointFolderH\x00R\x06\x66older\x12#\n\rchunk_offsets\x18\x04 \x03(\x04R\x0c\x63hunkOffsetsB\n\n\x08location*x\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46INISH_REASON_STOP\x10\x01\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x02\x12\x17\n\x13\x46INISH_REASON_ABORT\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bthaw/engine/v1/engine.proto\x12\x0ethaw.engine.v1\x1a#thaw/checkpoint/v1/checkpoint.proto\"\xc0\x04\n\x0eSamplingParams\x12%\n\x0btemperature\x18\x01 \x01(\x02H\x00R\x0btemperature\x88\x01\x01\x12\x18\n\x05top_p\x18\x02 \x01(\x02H\x01R\x04topP\x88\x01\x01\x12\x13\n\x05top_k\x18\x03 \x01(\rR\x04topK\x12\x13\n\x05min_p\x18\x04 \x01(\x02R\x04minP\x12\x17\n\x04seed\x18\x05 \x01(\x04H\x02R\x04seed\x88\x01\x01\x12)\n\x10presence_penalty\x18\x06 \x01(\x02R\x0fpresencePenalty\x12+\n\x11\x66requency_penalty\x18\x07 \x01(\x02R\x10\x66requencyPenalty\x12\x32\n\x12repetition_penalty\x18\x08 \x01(\x02H\x03R\x11repetitionPenalty\x88\x01\x01\x12\x1d\n\nmax_tokens\x18\t \x01(\rR\tmaxTokens\x12\x1d\n\nmin_tokens\x18\n \x01(\rR\tminTokens\x12$\n\x0estop_token_ids\x18\x0b \x03(\rR\x0cstopTokenIds\x12\x1d\n\nignore_eos\x18\x0c \x01(\x08R\tignoreEos\x12\x1a\n\x08logprobs\x18\r \x01(\x08R\x08logprobs\x12!\n\x0ctop_logprobs\x18\x0e \x01(\rR\x0btopLogprobs\x12\"\n\reos_token_ids\x18\x0f \x03(\rR\x0b\x65osTokenIdsB\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\x07\n\x05_seedB\x15\n\x13_repetition_penalty\"W\n\x0cTokenLogprob\x12\x19\n\x08token_id\x18\x01 \x01(\rR\x07tokenId\x12\x18\n\x07logprob\x18\x02 \x01(\x02R\x07logprob\x12\x12\n\x04text\x18\x03 \x01(\tR\x04text\"z\n\x10PositionLogprobs\x12\x36\n\x07sampled\x18\x01 \x01(\x0b\x32\x1c.thaw.engine.v1.TokenLogprobR\x07sampled\x12.\n\x03top\x18\x02 \x03(\x0b\x32\x1c.thaw.engine.v1.TokenLogprobR\x03top\"P\n\nHostMemory\x12\x12\n\x04path\x18\x01 \x01(\tR\x04path\x12\x16\n\x06offset\x18\x02 \x01(\x04R\x06offset\x12\x16\n\x06length\x18\x03 \x01(\x04R\x06length\"3\n\x0c\x44\x65viceMemory\x12#\n\rallocation_id\x18\x01 \x01(\tR\x0c\x61llocationId\"&\n\x10\x43heckpointFolder\x12\x12\n\x04path\x18\x01 \x01(\tR\x04path\"\xe9\x01\n\x10MemoryDescriptor\x12\x30\n\x04host\x18\x01 \x01(\x0b\x32\x1a.thaw.engine.v1.HostMemoryH\x00R\x04host\x12\x36\n\x06\x64\x65vice\x18\x02 \x01(\x0b\x32\x1c.thaw.engine.v1.DeviceMemoryH\x00R\x06\x64\x65vice\x12:\n\x06\x66older\x18\x03 \x01(\x0b\x32 .thaw.engine.v1.CheckpointFolderH\x00R\x06\x66older\x12#\n\rchunk_offsets\x18\x04 \x03(\x04R\x0c\x63hunkOffsetsB\n\n\x08location\"\xde\x03\n\nModelStats\x12\x14\n\x05model\x18\x01 \x01(\tR\x05model\x12\x33\n\x03ref\x18\x02 \x01(\x0b\x32!.thaw.checkpoint.v1.CheckpointRefR\x03ref\x12\x18\n\x07running\x18\x03 \x01(\rR\x07running\x12\x18\n\x07waiting\x18\x04 \x01(\rR\x07waiting\x12$\n\x0ekv_blocks_used\x18\x05 \x01(\rR\x0ckvBlocksUsed\x12(\n\x10kv_blocks_cached\x18\x06 \x01(\rR\x0ekvBlocksCached\x12&\n\x0fkv_blocks_floor\x18\x07 \x01(\rR\rkvBlocksFloor\x12&\n\x0fprefix_hit_rate\x18\x08 \x01(\x01R\rprefixHitRate\x12)\n\x10generated_tokens\x18\t \x01(\x04R\x0fgeneratedTokens\x12!\n\x0cweight_bytes\x18\n \x01(\x04R\x0bweightBytes\x12 \n\x0bpreemptions\x18\x0b \x01(\rR\x0bpreemptions\x12\x1d\n\nblock_size\x18\x0c \x01(\rR\tblockSize\x12\"\n\rmax_model_len\x18\r \x01(\rR\x0bmaxModelLen*x\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46INISH_REASON_STOP\x10\x01\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x02\x12\x17\n\x13\x46INISH_REASON_ABORT\x10\x03\x62\x06proto3')
 
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, globals())
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'thaw.engine.v1.engine_pb2', globals())
 if _descriptor._USE_C_DESCRIPTORS == False:
 
   DESCRIPTOR._options = None
-  _FINISHREASON._serialized_start=1250
-  _FINISHREASON._serialized_end=1370
-  _SAMPLINGPARAMS._serialized_start=48
-  _SAMPLINGPARAMS._serialized_end=624
-  _TOKENLOGPROB._serialized_start=626
-  _TOKENLOGPROB._serialized_end=713
-  _POSITIONLOGPROBS._serialized_start=715
-  _POSITIONLOGPROBS._serialized_end=837
-  _HOSTMEMORY._serialized_start=839
-  _HOSTMEMORY._serialized_end=919
-  _DEVICEMEMORY._serialized_start=921
-  _DEVICEMEMORY._serialized_end=972
-  _CHECKPOINTFOLDER._serialized_start=974
-  _CHECKPOINTFOLDER._serialized_end=1012
-  _MEMORYDESCRIPTOR._serialized_start=1015
-  _MEMORYDESCRIPTOR._serialized_end=1248
+  _FINISHREASON._serialized_start=1768
+  _FINISHREASON._serialized_end=1888
+  _SAMPLINGPARAMS._serialized_start=85
+  _SAMPLINGPARAMS._serialized_end=661
+  _TOKENLOGPROB._serialized_start=663
+  _TOKENLOGPROB._serialized_end=750
+  _POSITIONLOGPROBS._serialized_start=752
+  _POSITIONLOGPROBS._serialized_end=874
+  _HOSTMEMORY._serialized_start=876
+  _HOSTMEMORY._serialized_end=956
+  _DEVICEMEMORY._serialized_start=958
+  _DEVICEMEMORY._serialized_end=1009
+  _CHECKPOINTFOLDER._serialized_start=1011
+  _CHECKPOINTFOLDER._serialized_end=1049
+  _MEMORYDESCRIPTOR._serialized_start=1052
+  _MEMORYDESCRIPTOR._serialized_end=1285
+  _MODELSTATS._serialized_start=1288
+  _MODELSTATS._serialized_end=1766
 # @@protoc_insertion_point(module_scope)

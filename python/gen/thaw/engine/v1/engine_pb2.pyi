@@ -1,3 +1,4 @@
+from thaw.checkpoint.v1 import checkpoint_pb2 as _checkpoint_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
@@ -43,6 +44,36 @@ class MemoryDescriptor(_message.Message):
     folder: CheckpointFolder
     host: HostMemory
     def __init__(self, host: _Optional[_Union[HostMemory, _Mapping]] = ..., device: _Optional[_Union[DeviceMemory, _Mapping]] = ..., folder: _Optional[_Union[CheckpointFolder, _Mapping]] = ..., chunk_offsets: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class ModelStats(_message.Message):
+    __slots__ = ["block_size", "generated_tokens", "kv_blocks_cached", "kv_blocks_floor", "kv_blocks_used", "max_model_len", "model", "preemptions", "prefix_hit_rate", "ref", "running", "waiting", "weight_bytes"]
+    BLOCK_SIZE_FIELD_NUMBER: _ClassVar[int]
+    GENERATED_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    KV_BLOCKS_CACHED_FIELD_NUMBER: _ClassVar[int]
+    KV_BLOCKS_FLOOR_FIELD_NUMBER: _ClassVar[int]
+    KV_BLOCKS_USED_FIELD_NUMBER: _ClassVar[int]
+    MAX_MODEL_LEN_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    PREEMPTIONS_FIELD_NUMBER: _ClassVar[int]
+    PREFIX_HIT_RATE_FIELD_NUMBER: _ClassVar[int]
+    REF_FIELD_NUMBER: _ClassVar[int]
+    RUNNING_FIELD_NUMBER: _ClassVar[int]
+    WAITING_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_BYTES_FIELD_NUMBER: _ClassVar[int]
+    block_size: int
+    generated_tokens: int
+    kv_blocks_cached: int
+    kv_blocks_floor: int
+    kv_blocks_used: int
+    max_model_len: int
+    model: str
+    preemptions: int
+    prefix_hit_rate: float
+    ref: _checkpoint_pb2.CheckpointRef
+    running: int
+    waiting: int
+    weight_bytes: int
+    def __init__(self, model: _Optional[str] = ..., ref: _Optional[_Union[_checkpoint_pb2.CheckpointRef, _Mapping]] = ..., running: _Optional[int] = ..., waiting: _Optional[int] = ..., kv_blocks_used: _Optional[int] = ..., kv_blocks_cached: _Optional[int] = ..., kv_blocks_floor: _Optional[int] = ..., prefix_hit_rate: _Optional[float] = ..., generated_tokens: _Optional[int] = ..., weight_bytes: _Optional[int] = ..., preemptions: _Optional[int] = ..., block_size: _Optional[int] = ..., max_model_len: _Optional[int] = ...) -> None: ...
 
 class PositionLogprobs(_message.Message):
     __slots__ = ["sampled", "top"]

@@ -15,7 +15,7 @@ from thaw.checkpoint.v1 import checkpoint_pb2 as thaw_dot_checkpoint_dot_v1_dot_
 from thaw.engine.v1 import engine_pb2 as thaw_dot_engine_dot_v1_dot_engine__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#thaw/engine/v1/engine_service.proto\x12\x0ethaw.engine.v1\x1a#thaw/checkpoint/v1/checkpoint.proto\x1a\x1bthaw/engine/v1/engine.proto\".\n\x16\x41llocateWeightsRequest\x12\x14\n\x05\x62ytes\x18\x01 \x01(\x04R\x05\x62ytes\"\x96\x01\n\x17\x41llocateWeightsResponse\x12#\n\rallocation_id\x18\x01 \x01(\tR\x0c\x61llocationId\x12\x1d\n\nipc_handle\x18\x02 \x01(\x0cR\tipcHandle\x12!\n\x0c\x64\x65vice_index\x18\x03 \x01(\rR\x0b\x64\x65viceIndex\x12\x14\n\x05\x62ytes\x18\x04 \x01(\x04R\x05\x62ytes\"\x8a\x02\n\x12LoadWeightsRequest\x12\x39\n\x05index\x18\x01 \x01(\x0b\x32#.thaw.checkpoint.v1.CheckpointIndexR\x05index\x12\x38\n\x06memory\x18\x02 \x01(\x0b\x32 .thaw.engine.v1.MemoryDescriptorR\x06memory\x12\x1f\n\x0b\x63onfig_json\x18\x03 \x01(\tR\nconfigJson\x12\x14\n\x05\x64type\x18\x04 \x01(\tR\x05\x64type\x12\"\n\rmax_model_len\x18\x05 \x01(\rR\x0bmaxModelLen\x12$\n\x0ekv_cache_bytes\x18\x06 \x01(\x04R\x0ckvCacheBytes\"\xa7\x01\n\x13LoadWeightsResponse\x12\x18\n\x07seconds\x18\x01 \x01(\x01R\x07seconds\x12\"\n\rmax_model_len\x18\x02 \x01(\rR\x0bmaxModelLen\x12\x1b\n\tkv_blocks\x18\x03 \x01(\rR\x08kvBlocks\x12\x1d\n\nblock_size\x18\x04 \x01(\rR\tblockSize\x12\x16\n\x06\x64\x65vice\x18\x05 \x01(\tR\x06\x64\x65vice\"\x96\x01\n\x0fGenerateRequest\x12\x1d\n\nrequest_id\x18\x01 \x01(\tR\trequestId\x12(\n\x10prompt_token_ids\x18\x02 \x03(\rR\x0epromptTokenIds\x12:\n\x08sampling\x18\x03 \x01(\x0b\x32\x1e.thaw.engine.v1.SamplingParamsR\x08sampling\"\x87\x02\n\x10GenerateResponse\x12\x1b\n\ttoken_ids\x18\x01 \x03(\rR\x08tokenIds\x12<\n\x08logprobs\x18\x02 \x03(\x0b\x32 .thaw.engine.v1.PositionLogprobsR\x08logprobs\x12\x41\n\rfinish_reason\x18\x03 \x01(\x0e\x32\x1c.thaw.engine.v1.FinishReasonR\x0c\x66inishReason\x12#\n\rprompt_tokens\x18\x04 \x01(\rR\x0cpromptTokens\x12\x30\n\x14\x63\x61\x63hed_prompt_tokens\x18\x05 \x01(\rR\x12\x63\x61\x63hedPromptTokens\"\x11\n\x0fGetStatsRequest\"\xa8\x03\n\x10GetStatsResponse\x12\x37\n\x05model\x18\x01 \x01(\x0b\x32!.thaw.checkpoint.v1.CheckpointRefR\x05model\x12\x18\n\x07running\x18\x02 \x01(\rR\x07running\x12\x18\n\x07waiting\x18\x03 \x01(\rR\x07waiting\x12&\n\x0fkv_blocks_total\x18\x04 \x01(\rR\rkvBlocksTotal\x12$\n\x0ekv_blocks_used\x18\x05 \x01(\rR\x0ckvBlocksUsed\x12&\n\x0fprefix_hit_rate\x18\x06 \x01(\x01R\rprefixHitRate\x12\x16\n\x06\x64\x65vice\x18\x07 \x01(\tR\x06\x64\x65vice\x12,\n\x12\x64\x65vice_memory_used\x18\x08 \x01(\x04R\x10\x64\x65viceMemoryUsed\x12.\n\x13\x64\x65vice_memory_total\x18\t \x01(\x04R\x11\x64\x65viceMemoryTotal\x12)\n\x10generated_tokens\x18\n \x01(\x04R\x0fgeneratedTokens\x12\x10\n\x03pid\x18\x0b \x01(\rR\x03pid\"\x0f\n\rUnloadRequest\"1\n\x0eUnloadResponse\x12\x1f\n\x0b\x62ytes_freed\x18\x01 \x01(\x04R\nbytesFreed2\xb4\x03\n\rEngineService\x12\x62\n\x0f\x41llocateWeights\x12&.thaw.engine.v1.AllocateWeightsRequest\x1a\'.thaw.engine.v1.AllocateWeightsResponse\x12V\n\x0bLoadWeights\x12\".thaw.engine.v1.LoadWeightsRequest\x1a#.thaw.engine.v1.LoadWeightsResponse\x12O\n\x08Generate\x12\x1f.thaw.engine.v1.GenerateRequest\x1a .thaw.engine.v1.GenerateResponse0\x01\x12M\n\x08GetStats\x12\x1f.thaw.engine.v1.GetStatsRequest\x1a .thaw.engine.v1.GetStatsResponse\x12G\n\x06Unload\x12\x1d.thaw.engine.v1.UnloadRequest\x1a\x1e.thaw.engine.v1.UnloadResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#thaw/engine/v1/engine_service.proto\x12\x0ethaw.engine.v1\x1a#thaw/checkpoint/v1/checkpoint.proto\x1a\x1bthaw/engine/v1/engine.proto\"D\n\x16\x41llocateWeightsRequest\x12\x14\n\x05\x62ytes\x18\x01 \x01(\x04R\x05\x62ytes\x12\x14\n\x05model\x18\x02 \x01(\tR\x05model\"\x96\x01\n\x17\x41llocateWeightsResponse\x12#\n\rallocation_id\x18\x01 \x01(\tR\x0c\x61llocationId\x12\x1d\n\nipc_handle\x18\x02 \x01(\x0cR\tipcHandle\x12!\n\x0c\x64\x65vice_index\x18\x03 \x01(\rR\x0b\x64\x65viceIndex\x12\x14\n\x05\x62ytes\x18\x04 \x01(\x04R\x05\x62ytes\"\xa0\x02\n\x12LoadWeightsRequest\x12\x39\n\x05index\x18\x01 \x01(\x0b\x32#.thaw.checkpoint.v1.CheckpointIndexR\x05index\x12\x38\n\x06memory\x18\x02 \x01(\x0b\x32 .thaw.engine.v1.MemoryDescriptorR\x06memory\x12\x1f\n\x0b\x63onfig_json\x18\x03 \x01(\tR\nconfigJson\x12\x14\n\x05\x64type\x18\x04 \x01(\tR\x05\x64type\x12\"\n\rmax_model_len\x18\x05 \x01(\rR\x0bmaxModelLen\x12$\n\x0ekv_cache_bytes\x18\x06 \x01(\x04R\x0ckvCacheBytes\x12\x14\n\x05model\x18\x07 \x01(\tR\x05model\"\xe5\x01\n\x13LoadWeightsResponse\x12\x18\n\x07seconds\x18\x01 \x01(\x01R\x07seconds\x12\"\n\rmax_model_len\x18\x02 \x01(\rR\x0bmaxModelLen\x12\x1b\n\tkv_blocks\x18\x03 \x01(\rR\x08kvBlocks\x12\x1d\n\nblock_size\x18\x04 \x01(\rR\tblockSize\x12\x16\n\x06\x64\x65vice\x18\x05 \x01(\tR\x06\x64\x65vice\x12\x14\n\x05model\x18\x06 \x01(\tR\x05model\x12&\n\x0fkv_blocks_floor\x18\x07 \x01(\rR\rkvBlocksFloor\"\xac\x01\n\x0fGenerateRequest\x12\x1d\n\nrequest_id\x18\x01 \x01(\tR\trequestId\x12(\n\x10prompt_token_ids\x18\x02 \x03(\rR\x0epromptTokenIds\x12:\n\x08sampling\x18\x03 \x01(\x0b\x32\x1e.thaw.engine.v1.SamplingParamsR\x08sampling\x12\x14\n\x05model\x18\x04 \x01(\tR\x05model\"\x87\x02\n\x10GenerateResponse\x12\x1b\n\ttoken_ids\x18\x01 \x03(\rR\x08tokenIds\x12<\n\x08logprobs\x18\x02 \x03(\x0b\x32 .thaw.engine.v1.PositionLogprobsR\x08logprobs\x12\x41\n\rfinish_reason\x18\x03 \x01(\x0e\x32\x1c.thaw.engine.v1.FinishReasonR\x0c\x66inishReason\x12#\n\rprompt_tokens\x18\x04 \x01(\rR\x0cpromptTokens\x12\x30\n\x14\x63\x61\x63hed_prompt_tokens\x18\x05 \x01(\rR\x12\x63\x61\x63hedPromptTokens\"\x11\n\x0fGetStatsRequest\"\xd6\x04\n\x10GetStatsResponse\x12\x37\n\x05model\x18\x01 \x01(\x0b\x32!.thaw.checkpoint.v1.CheckpointRefR\x05model\x12\x18\n\x07running\x18\x02 \x01(\rR\x07running\x12\x18\n\x07waiting\x18\x03 \x01(\rR\x07waiting\x12&\n\x0fkv_blocks_total\x18\x04 \x01(\rR\rkvBlocksTotal\x12$\n\x0ekv_blocks_used\x18\x05 \x01(\rR\x0ckvBlocksUsed\x12&\n\x0fprefix_hit_rate\x18\x06 \x01(\x01R\rprefixHitRate\x12\x16\n\x06\x64\x65vice\x18\x07 \x01(\tR\x06\x64\x65vice\x12,\n\x12\x64\x65vice_memory_used\x18\x08 \x01(\x04R\x10\x64\x65viceMemoryUsed\x12.\n\x13\x64\x65vice_memory_total\x18\t \x01(\x04R\x11\x64\x65viceMemoryTotal\x12)\n\x10generated_tokens\x18\n \x01(\x04R\x0fgeneratedTokens\x12\x10\n\x03pid\x18\x0b \x01(\rR\x03pid\x12\x32\n\x06models\x18\x0c \x03(\x0b\x32\x1a.thaw.engine.v1.ModelStatsR\x06models\x12\"\n\rkv_pool_bytes\x18\r \x01(\x04R\x0bkvPoolBytes\x12\"\n\rkv_page_bytes\x18\x0e \x01(\x04R\x0bkvPageBytes\x12\x30\n\x14weights_budget_bytes\x18\x0f \x01(\x04R\x12weightsBudgetBytes\"%\n\rUnloadRequest\x12\x14\n\x05model\x18\x01 \x01(\tR\x05model\"1\n\x0eUnloadResponse\x12\x1f\n\x0b\x62ytes_freed\x18\x01 \x01(\x04R\nbytesFreed2\xb4\x03\n\rEngineService\x12\x62\n\x0f\x41llocateWeights\x12&.thaw.engine.v1.AllocateWeightsRequest\x1a\'.thaw.engine.v1.AllocateWeightsResponse\x12V\n\x0bLoadWeights\x12\".thaw.engine.v1.LoadWeightsRequest\x1a#.thaw.engine.v1.LoadWeightsResponse\x12O\n\x08Generate\x12\x1f.thaw.engine.v1.GenerateRequest\x1a .thaw.engine.v1.GenerateResponse0\x01\x12M\n\x08GetStats\x12\x1f.thaw.engine.v1.GetStatsRequest\x1a .thaw.engine.v1.GetStatsResponse\x12G\n\x06Unload\x12\x1d.thaw.engine.v1.UnloadRequest\x1a\x1e.thaw.engine.v1.UnloadResponseb\x06proto3')
 
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, globals())
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'thaw.engine.v1.engine_service_pb2', globals())
@@ -23,25 +23,25 @@ if _descriptor._USE_C_DESCRIPTORS == False:
 
   DESCRIPTOR._options = None
   _ALLOCATEWEIGHTSREQUEST._serialized_start=121
-  _ALLOCATEWEIGHTSREQUEST._serialized_end=167
-  _ALLOCATEWEIGHTSRESPONSE._serialized_start=170
-  _ALLOCATEWEIGHTSRESPONSE._serialized_end=320
-  _LOADWEIGHTSREQUEST._serialized_start=323
-  _LOADWEIGHTSREQUEST._serialized_end=589
-  _LOADWEIGHTSRESPONSE._serialized_start=592
-  _LOADWEIGHTSRESPONSE._serialized_end=759
-  _GENERATEREQUEST._serialized_start=762
-  _GENERATEREQUEST._serialized_end=912
-  _GENERATERESPONSE._serialized_start=915
-  _GENERATERESPONSE._serialized_end=1178
-  _GETSTATSREQUEST._serialized_start=1180
-  _GETSTATSREQUEST._serialized_end=1197
-  _GETSTATSRESPONSE._serialized_start=1200
-  _GETSTATSRESPONSE._serialized_end=1624
-  _UNLOADREQUEST._serialized_start=1626
-  _UNLOADREQUEST._serialized_end=1641
-  _UNLOADRESPONSE._serialized_start=1643
-  _UNLOADRESPONSE._serialized_end=1692
-  _ENGINESERVICE._serialized_start=1695
-  _ENGINESERVICE._serialized_end=2131
+  _ALLOCATEWEIGHTSREQUEST._serialized_end=189
+  _ALLOCATEWEIGHTSRESPONSE._serialized_start=192
+  _ALLOCATEWEIGHTSRESPONSE._serialized_end=342
+  _LOADWEIGHTSREQUEST._serialized_start=345
+  _LOADWEIGHTSREQUEST._serialized_end=633
+  _LOADWEIGHTSRESPONSE._serialized_start=636
+  _LOADWEIGHTSRESPONSE._serialized_end=865
+  _GENERATEREQUEST._serialized_start=868
+  _GENERATEREQUEST._serialized_end=1040
+  _GENERATERESPONSE._serialized_start=1043
+  _GENERATERESPONSE._serialized_end=1306
+  _GETSTATSREQUEST._serialized_start=1308
+  _GETSTATSREQUEST._serialized_end=1325
+  _GETSTATSRESPONSE._serialized_start=1328
+  _GETSTATSRESPONSE._serialized_end=1926
+  _UNLOADREQUEST._serialized_start=1928
+  _UNLOADREQUEST._serialized_end=1965
+  _UNLOADRESPONSE._serialized_start=1967
+  _UNLOADRESPONSE._serialized_end=2016
+  _ENGINESERVICE._serialized_start=2019
+  _ENGINESERVICE._serialized_end=2455
 # @@protoc_insertion_point(module_scope)

@@ -6,7 +6,9 @@ from thaw.engine.v1 import engine_service_pb2 as thaw_dot_engine_dot_v1_dot_engi
 
 
 class EngineServiceStub(object):
-    """One model per worker at a time; many sequences batched together.
+    """One worker per device hosts many models at once: they share the CUDA context, the warmed-up
+    kernels, one KV cache pool (paged, elastic between models above each one's floor) and one step
+    loop that serves every model's batch in turn. Many sequences per model are batched together.
     """
 
     def __init__(self, channel):
@@ -43,7 +45,9 @@ class EngineServiceStub(object):
 
 
 class EngineServiceServicer(object):
-    """One model per worker at a time; many sequences batched together.
+    """One worker per device hosts many models at once: they share the CUDA context, the warmed-up
+    kernels, one KV cache pool (paged, elastic between models above each one's floor) and one step
+    loop that serves every model's batch in turn. Many sequences per model are batched together.
     """
 
     def AllocateWeights(self, request, context):
@@ -55,28 +59,30 @@ class EngineServiceServicer(object):
         raise NotImplementedError('Method not implemented!')
 
     def LoadWeights(self, request, context):
-        """Builds the model on weights already in memory (or read from a folder) and makes it ready to serve.
+        """Builds a model on weights already in memory (or read from a folder) next to the models already
+        loaded, and makes it ready to serve.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Generate(self, request, context):
-        """Generates tokens for one sequence; cancelling the call aborts the sequence and frees its KV cache.
+        """Generates tokens for one sequence of one loaded model; cancelling the call aborts the sequence
+        and frees its KV cache.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetStats(self, request, context):
-        """Reports load, queue and KV cache figures.
+        """Reports load, queue and KV cache figures, for the worker and per model.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Unload(self, request, context):
-        """Drops the model and frees its memory; the worker stays warm for the next one.
+        """Drops one model (or all) and frees its memory at once for the others; the worker stays warm.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -118,7 +124,9 @@ def add_EngineServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class EngineService(object):
-    """One model per worker at a time; many sequences batched together.
+    """One worker per device hosts many models at once: they share the CUDA context, the warmed-up
+    kernels, one KV cache pool (paged, elastic between models above each one's floor) and one step
+    loop that serves every model's batch in turn. Many sequences per model are batched together.
     """
 
     @staticmethod

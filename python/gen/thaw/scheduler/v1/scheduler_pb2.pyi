@@ -74,11 +74,15 @@ class ModelSpec(_message.Message):
     def __init__(self, id: _Optional[str] = ..., source: _Optional[str] = ..., revision: _Optional[str] = ..., keep_alive_seconds: _Optional[int] = ..., max_model_len: _Optional[int] = ..., launch_command: _Optional[_Iterable[str]] = ..., owned_by: _Optional[str] = ...) -> None: ...
 
 class PlacementScore(_message.Message):
-    __slots__ = ["agent_id", "cache_level", "cache_term", "chosen", "ineligible_reason", "kv_hit_rate", "kv_term", "queue_length", "queue_term", "total", "transfer_seconds", "transfer_term"]
+    __slots__ = ["agent_id", "cache_level", "cache_term", "chosen", "device", "eviction_bytes", "eviction_term", "fits_without_eviction", "ineligible_reason", "kv_hit_rate", "kv_term", "queue_length", "queue_term", "total", "transfer_seconds", "transfer_term"]
     AGENT_ID_FIELD_NUMBER: _ClassVar[int]
     CACHE_LEVEL_FIELD_NUMBER: _ClassVar[int]
     CACHE_TERM_FIELD_NUMBER: _ClassVar[int]
     CHOSEN_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
+    EVICTION_BYTES_FIELD_NUMBER: _ClassVar[int]
+    EVICTION_TERM_FIELD_NUMBER: _ClassVar[int]
+    FITS_WITHOUT_EVICTION_FIELD_NUMBER: _ClassVar[int]
     INELIGIBLE_REASON_FIELD_NUMBER: _ClassVar[int]
     KV_HIT_RATE_FIELD_NUMBER: _ClassVar[int]
     KV_TERM_FIELD_NUMBER: _ClassVar[int]
@@ -91,6 +95,10 @@ class PlacementScore(_message.Message):
     cache_level: int
     cache_term: float
     chosen: bool
+    device: str
+    eviction_bytes: int
+    eviction_term: float
+    fits_without_eviction: bool
     ineligible_reason: str
     kv_hit_rate: float
     kv_term: float
@@ -99,7 +107,7 @@ class PlacementScore(_message.Message):
     total: float
     transfer_seconds: float
     transfer_term: float
-    def __init__(self, agent_id: _Optional[str] = ..., cache_level: _Optional[int] = ..., kv_hit_rate: _Optional[float] = ..., queue_length: _Optional[int] = ..., transfer_seconds: _Optional[float] = ..., cache_term: _Optional[float] = ..., kv_term: _Optional[float] = ..., queue_term: _Optional[float] = ..., transfer_term: _Optional[float] = ..., total: _Optional[float] = ..., chosen: bool = ..., ineligible_reason: _Optional[str] = ...) -> None: ...
+    def __init__(self, agent_id: _Optional[str] = ..., cache_level: _Optional[int] = ..., kv_hit_rate: _Optional[float] = ..., queue_length: _Optional[int] = ..., transfer_seconds: _Optional[float] = ..., cache_term: _Optional[float] = ..., kv_term: _Optional[float] = ..., queue_term: _Optional[float] = ..., transfer_term: _Optional[float] = ..., total: _Optional[float] = ..., chosen: bool = ..., ineligible_reason: _Optional[str] = ..., fits_without_eviction: bool = ..., eviction_bytes: _Optional[int] = ..., eviction_term: _Optional[float] = ..., device: _Optional[str] = ...) -> None: ...
 
 class CompletionFinishReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = []

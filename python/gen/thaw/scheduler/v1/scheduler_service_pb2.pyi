@@ -83,18 +83,22 @@ class ExplainPlacementRequest(_message.Message):
     def __init__(self, model: _Optional[str] = ...) -> None: ...
 
 class ExplainPlacementResponse(_message.Message):
-    __slots__ = ["alpha", "beta", "delta", "gamma", "scores"]
+    __slots__ = ["alpha", "beta", "delta", "epsilon", "gamma", "model_bytes", "scores"]
     ALPHA_FIELD_NUMBER: _ClassVar[int]
     BETA_FIELD_NUMBER: _ClassVar[int]
     DELTA_FIELD_NUMBER: _ClassVar[int]
+    EPSILON_FIELD_NUMBER: _ClassVar[int]
     GAMMA_FIELD_NUMBER: _ClassVar[int]
+    MODEL_BYTES_FIELD_NUMBER: _ClassVar[int]
     SCORES_FIELD_NUMBER: _ClassVar[int]
     alpha: float
     beta: float
     delta: float
+    epsilon: float
     gamma: float
+    model_bytes: int
     scores: _containers.RepeatedCompositeFieldContainer[_scheduler_pb2.PlacementScore]
-    def __init__(self, scores: _Optional[_Iterable[_Union[_scheduler_pb2.PlacementScore, _Mapping]]] = ..., alpha: _Optional[float] = ..., beta: _Optional[float] = ..., gamma: _Optional[float] = ..., delta: _Optional[float] = ...) -> None: ...
+    def __init__(self, scores: _Optional[_Iterable[_Union[_scheduler_pb2.PlacementScore, _Mapping]]] = ..., alpha: _Optional[float] = ..., beta: _Optional[float] = ..., gamma: _Optional[float] = ..., delta: _Optional[float] = ..., epsilon: _Optional[float] = ..., model_bytes: _Optional[int] = ...) -> None: ...
 
 class HeartbeatRequest(_message.Message):
     __slots__ = ["status"]

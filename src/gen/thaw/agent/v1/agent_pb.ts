@@ -16,7 +16,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file thaw/agent/v1/agent.proto.
  */
 export const file_thaw_agent_v1_agent: GenFile = /*@__PURE__*/
-  fileDesc("Chl0aGF3L2FnZW50L3YxL2FnZW50LnByb3RvEg10aGF3LmFnZW50LnYxIjoKC0NoYXRNZXNzYWdlEgwKBHJvbGUYASABKAkSDwoHY29udGVudBgCIAEoCRIMCgRuYW1lGAMgASgJInAKCkNoYXRQcm9tcHQSLAoIbWVzc2FnZXMYASADKAsyGi50aGF3LmFnZW50LnYxLkNoYXRNZXNzYWdlEh0KFWFkZF9nZW5lcmF0aW9uX3Byb21wdBgCIAEoCBIVCg1jaGF0X3RlbXBsYXRlGAMgASgJIiAKC1Rva2VuUHJvbXB0EhEKCXRva2VuX2lkcxgBIAMoDSJPCgpUaWVyVGltaW5nEiEKBHRpZXIYASABKA4yEy50aGF3LmFnZW50LnYxLlRpZXISDQoFYnl0ZXMYAiABKAQSDwoHc2Vjb25kcxgDIAEoASLaAQoPTW9kZWxDYWNoZUVudHJ5Ei4KA3JlZhgBIAEoCzIhLnRoYXcuY2hlY2twb2ludC52MS5DaGVja3BvaW50UmVmEiEKBHRpZXIYAiABKA4yEy50aGF3LmFnZW50LnYxLlRpZXISDQoFYnl0ZXMYAyABKAQSEwoLZGlza19jaHVua3MYBCABKA0SFAoMdG90YWxfY2h1bmtzGAUgASgNEhMKC2t2X2hpdF9yYXRlGAYgASgBEhQKDHF1ZXVlX2xlbmd0aBgHIAEoDRIPCgdpZGxlX21zGAggASgDIn4KDFRpZXJDYXBhY2l0eRIhCgR0aWVyGAEgASgOMhMudGhhdy5hZ2VudC52MS5UaWVyEhMKC3RvdGFsX2J5dGVzGAIgASgEEhIKCmZyZWVfYnl0ZXMYAyABKAQSIgoaYmFuZHdpZHRoX2J5dGVzX3Blcl9zZWNvbmQYBCABKAEiuwEKCkVuZ2luZUluZm8SEQoJZW5naW5lX2lkGAEgASgJEikKBXN0YXRlGAIgASgOMhoudGhhdy5hZ2VudC52MS5FbmdpbmVTdGF0ZRIOCgZkZXZpY2UYAyABKAkSMAoFbW9kZWwYBCABKAsyIS50aGF3LmNoZWNrcG9pbnQudjEuQ2hlY2twb2ludFJlZhILCgNwaWQYBSABKA0SDwoHcnVubmluZxgGIAEoDRIPCgd3YWl0aW5nGAcgASgNIuEBCgtBZ2VudFN0YXR1cxIQCghhZ2VudF9pZBgBIAEoCRIPCgdhZGRyZXNzGAIgASgJEi4KBm1vZGVscxgDIAMoCzIeLnRoYXcuYWdlbnQudjEuTW9kZWxDYWNoZUVudHJ5EioKBXRpZXJzGAQgAygLMhsudGhhdy5hZ2VudC52MS5UaWVyQ2FwYWNpdHkSKgoHZW5naW5lcxgFIAMoCzIZLnRoYXcuYWdlbnQudjEuRW5naW5lSW5mbxIUCgxxdWV1ZV9sZW5ndGgYBiABKA0SEQoJZ3B1X2NvdW50GAcgASgNImEKC1Rva2VuT3V0cHV0EhAKCHRva2VuX2lkGAEgASgNEgwKBHRleHQYAiABKAkSMgoIbG9ncHJvYnMYAyABKAsyIC50aGF3LmVuZ2luZS52MS5Qb3NpdGlvbkxvZ3Byb2JzIlAKBVVzYWdlEhUKDXByb21wdF90b2tlbnMYASABKA0SGQoRY29tcGxldGlvbl90b2tlbnMYAiABKA0SFQoNY2FjaGVkX3Rva2VucxgDIAEoDSpZCgRUaWVyEhQKEFRJRVJfVU5TUEVDSUZJRUQQABIMCghUSUVSX0dQVRABEg0KCVRJRVJfRFJBTRACEg0KCVRJRVJfRElTSxADEg8KC1RJRVJfUkVNT1RFEAQqqgEKC0VuZ2luZVN0YXRlEhwKGEVOR0lORV9TVEFURV9VTlNQRUNJRklFRBAAEhkKFUVOR0lORV9TVEFURV9TVEFSVElORxABEhUKEUVOR0lORV9TVEFURV9JRExFEAISGAoURU5HSU5FX1NUQVRFX0xPQURJTkcQAxIYChRFTkdJTkVfU1RBVEVfU0VSVklORxAEEhcKE0VOR0lORV9TVEFURV9GQUlMRUQQBWIGcHJvdG8z", [file_thaw_checkpoint_v1_checkpoint, file_thaw_engine_v1_engine]);
+  fileDesc("Chl0aGF3L2FnZW50L3YxL2FnZW50LnByb3RvEg10aGF3LmFnZW50LnYxIjoKC0NoYXRNZXNzYWdlEgwKBHJvbGUYASABKAkSDwoHY29udGVudBgCIAEoCRIMCgRuYW1lGAMgASgJInAKCkNoYXRQcm9tcHQSLAoIbWVzc2FnZXMYASADKAsyGi50aGF3LmFnZW50LnYxLkNoYXRNZXNzYWdlEh0KFWFkZF9nZW5lcmF0aW9uX3Byb21wdBgCIAEoCBIVCg1jaGF0X3RlbXBsYXRlGAMgASgJIiAKC1Rva2VuUHJvbXB0EhEKCXRva2VuX2lkcxgBIAMoDSJPCgpUaWVyVGltaW5nEiEKBHRpZXIYASABKA4yEy50aGF3LmFnZW50LnYxLlRpZXISDQoFYnl0ZXMYAiABKAQSDwoHc2Vjb25kcxgDIAEoASKBAgoPTW9kZWxDYWNoZUVudHJ5Ei4KA3JlZhgBIAEoCzIhLnRoYXcuY2hlY2twb2ludC52MS5DaGVja3BvaW50UmVmEiEKBHRpZXIYAiABKA4yEy50aGF3LmFnZW50LnYxLlRpZXISDQoFYnl0ZXMYAyABKAQSEwoLZGlza19jaHVua3MYBCABKA0SFAoMdG90YWxfY2h1bmtzGAUgASgNEhMKC2t2X2hpdF9yYXRlGAYgASgBEhQKDHF1ZXVlX2xlbmd0aBgHIAEoDRIPCgdpZGxlX21zGAggASgDEg4KBmRldmljZRgJIAEoCRIVCg1rdl9ieXRlc191c2VkGAogASgEIn4KDFRpZXJDYXBhY2l0eRIhCgR0aWVyGAEgASgOMhMudGhhdy5hZ2VudC52MS5UaWVyEhMKC3RvdGFsX2J5dGVzGAIgASgEEhIKCmZyZWVfYnl0ZXMYAyABKAQSIgoaYmFuZHdpZHRoX2J5dGVzX3Blcl9zZWNvbmQYBCABKAEiyQEKCkVuZ2luZUluZm8SEQoJZW5naW5lX2lkGAEgASgJEikKBXN0YXRlGAIgASgOMhoudGhhdy5hZ2VudC52MS5FbmdpbmVTdGF0ZRIOCgZkZXZpY2UYAyABKAkSMQoGbW9kZWxzGAggAygLMiEudGhhdy5jaGVja3BvaW50LnYxLkNoZWNrcG9pbnRSZWYSCwoDcGlkGAUgASgNEg8KB3J1bm5pbmcYBiABKA0SDwoHd2FpdGluZxgHIAEoDUoECAQQBVIFbW9kZWwi5wEKDERldmljZVN0YXR1cxIOCgZkZXZpY2UYASABKAkSEQoJZW5naW5lX2lkGAIgASgJEhQKDGJ1ZGdldF9ieXRlcxgDIAEoBBISCgp1c2VkX2J5dGVzGAQgASgEEhIKCmZyZWVfYnl0ZXMYBSABKAQSFQoNa3ZfcG9vbF9ieXRlcxgGIAEoBBIVCg1rdl91c2VkX2J5dGVzGAcgASgEEi8KCHJlc2lkZW50GAggAygLMh0udGhhdy5hZ2VudC52MS5Nb2RlbFJlc2lkZW5jeRIXCg9tYXhfbW9kZWxfYnl0ZXMYCSABKAQicQoOTW9kZWxSZXNpZGVuY3kSLgoDcmVmGAEgASgLMiEudGhhdy5jaGVja3BvaW50LnYxLkNoZWNrcG9pbnRSZWYSDQoFYnl0ZXMYAiABKAQSDwoHcnVubmluZxgDIAEoDRIPCgdpZGxlX21zGAQgASgDIqgCCgtBZ2VudFN0YXR1cxIQCghhZ2VudF9pZBgBIAEoCRIPCgdhZGRyZXNzGAIgASgJEi4KBm1vZGVscxgDIAMoCzIeLnRoYXcuYWdlbnQudjEuTW9kZWxDYWNoZUVudHJ5EioKBXRpZXJzGAQgAygLMhsudGhhdy5hZ2VudC52MS5UaWVyQ2FwYWNpdHkSKgoHZW5naW5lcxgFIAMoCzIZLnRoYXcuYWdlbnQudjEuRW5naW5lSW5mbxIUCgxxdWV1ZV9sZW5ndGgYBiABKA0SEQoJZ3B1X2NvdW50GAcgASgNEiwKB2RldmljZXMYCCADKAsyGy50aGF3LmFnZW50LnYxLkRldmljZVN0YXR1cxIXCg9kcmFtX3Bvb2xfYnl0ZXMYCSABKAQiYQoLVG9rZW5PdXRwdXQSEAoIdG9rZW5faWQYASABKA0SDAoEdGV4dBgCIAEoCRIyCghsb2dwcm9icxgDIAEoCzIgLnRoYXcuZW5naW5lLnYxLlBvc2l0aW9uTG9ncHJvYnMiUAoFVXNhZ2USFQoNcHJvbXB0X3Rva2VucxgBIAEoDRIZChFjb21wbGV0aW9uX3Rva2VucxgCIAEoDRIVCg1jYWNoZWRfdG9rZW5zGAMgASgNKlkKBFRpZXISFAoQVElFUl9VTlNQRUNJRklFRBAAEgwKCFRJRVJfR1BVEAESDQoJVElFUl9EUkFNEAISDQoJVElFUl9ESVNLEAMSDwoLVElFUl9SRU1PVEUQBCqqAQoLRW5naW5lU3RhdGUSHAoYRU5HSU5FX1NUQVRFX1VOU1BFQ0lGSUVEEAASGQoVRU5HSU5FX1NUQVRFX1NUQVJUSU5HEAESFQoRRU5HSU5FX1NUQVRFX0lETEUQAhIYChRFTkdJTkVfU1RBVEVfTE9BRElORxADEhgKFEVOR0lORV9TVEFURV9TRVJWSU5HEAQSFwoTRU5HSU5FX1NUQVRFX0ZBSUxFRBAFYgZwcm90bzM", [file_thaw_checkpoint_v1_checkpoint, file_thaw_engine_v1_engine]);
 
 /**
  * One message of a chat, as OpenAI sends it (text content only).
@@ -205,6 +205,20 @@ export type ModelCacheEntry = Message<"thaw.agent.v1.ModelCacheEntry"> & {
    * @generated from field: int64 idle_ms = 8;
    */
   idleMs: bigint;
+
+  /**
+   * Device the model is resident on ("cuda:0", "cpu"; empty below the GPU tier).
+   *
+   * @generated from field: string device = 9;
+   */
+  device: string;
+
+  /**
+   * KV cache bytes its sequences and prefix cache hold on that device.
+   *
+   * @generated from field: uint64 kv_bytes_used = 10;
+   */
+  kvBytesUsed: bigint;
 };
 
 /**
@@ -257,7 +271,7 @@ export const TierCapacitySchema: GenMessage<TierCapacity> = /*@__PURE__*/
   messageDesc(file_thaw_agent_v1_agent, 5);
 
 /**
- * One engine worker of an agent.
+ * One engine worker of an agent (one per GPU), hosting many models.
  *
  * @generated from message thaw.agent.v1.EngineInfo
  */
@@ -284,11 +298,11 @@ export type EngineInfo = Message<"thaw.agent.v1.EngineInfo"> & {
   device: string;
 
   /**
-   * Model served, if any.
+   * Models resident in this worker.
    *
-   * @generated from field: thaw.checkpoint.v1.CheckpointRef model = 4;
+   * @generated from field: repeated thaw.checkpoint.v1.CheckpointRef models = 8;
    */
-  model?: CheckpointRef | undefined;
+  models: CheckpointRef[];
 
   /**
    * Process id.
@@ -318,6 +332,125 @@ export type EngineInfo = Message<"thaw.agent.v1.EngineInfo"> & {
  */
 export const EngineInfoSchema: GenMessage<EngineInfo> = /*@__PURE__*/
   messageDesc(file_thaw_agent_v1_agent, 6);
+
+/**
+ * One device of an agent (a GPU, or the CPU engine) as a byte budget of the GPU tier.
+ *
+ * @generated from message thaw.agent.v1.DeviceStatus
+ */
+export type DeviceStatus = Message<"thaw.agent.v1.DeviceStatus"> & {
+  /**
+   * Device ("cuda:0", "cpu").
+   *
+   * @generated from field: string device = 1;
+   */
+  device: string;
+
+  /**
+   * Engine worker serving it.
+   *
+   * @generated from field: string engine_id = 2;
+   */
+  engineId: string;
+
+  /**
+   * Bytes resident models may hold: their weights plus a KV floor each.
+   *
+   * @generated from field: uint64 budget_bytes = 3;
+   */
+  budgetBytes: bigint;
+
+  /**
+   * Bytes held by resident models (weights plus KV floors) and loads in progress.
+   *
+   * @generated from field: uint64 used_bytes = 4;
+   */
+  usedBytes: bigint;
+
+  /**
+   * budget_bytes − used_bytes.
+   *
+   * @generated from field: uint64 free_bytes = 5;
+   */
+  freeBytes: bigint;
+
+  /**
+   * Bytes of the KV pool the resident models share.
+   *
+   * @generated from field: uint64 kv_pool_bytes = 6;
+   */
+  kvPoolBytes: bigint;
+
+  /**
+   * Bytes of that pool in use (sequences and prefix caches).
+   *
+   * @generated from field: uint64 kv_used_bytes = 7;
+   */
+  kvUsedBytes: bigint;
+
+  /**
+   * Models resident on it.
+   *
+   * @generated from field: repeated thaw.agent.v1.ModelResidency resident = 8;
+   */
+  resident: ModelResidency[];
+
+  /**
+   * The largest model the device could hold at all (its budget less one KV floor).
+   *
+   * @generated from field: uint64 max_model_bytes = 9;
+   */
+  maxModelBytes: bigint;
+};
+
+/**
+ * Describes the message thaw.agent.v1.DeviceStatus.
+ * Use `create(DeviceStatusSchema)` to create a new message.
+ */
+export const DeviceStatusSchema: GenMessage<DeviceStatus> = /*@__PURE__*/
+  messageDesc(file_thaw_agent_v1_agent, 7);
+
+/**
+ * A model resident on a device.
+ *
+ * @generated from message thaw.agent.v1.ModelResidency
+ */
+export type ModelResidency = Message<"thaw.agent.v1.ModelResidency"> & {
+  /**
+   * Which model.
+   *
+   * @generated from field: thaw.checkpoint.v1.CheckpointRef ref = 1;
+   */
+  ref?: CheckpointRef | undefined;
+
+  /**
+   * Bytes it holds in the budget (weights plus its KV floor).
+   *
+   * @generated from field: uint64 bytes = 2;
+   */
+  bytes: bigint;
+
+  /**
+   * Requests running or queued for it.
+   *
+   * @generated from field: uint32 running = 3;
+   */
+  running: number;
+
+  /**
+   * Milliseconds since it last served a request.
+   *
+   * @generated from field: int64 idle_ms = 4;
+   */
+  idleMs: bigint;
+};
+
+/**
+ * Describes the message thaw.agent.v1.ModelResidency.
+ * Use `create(ModelResidencySchema)` to create a new message.
+ */
+export const ModelResidencySchema: GenMessage<ModelResidency> = /*@__PURE__*/
+  messageDesc(file_thaw_agent_v1_agent, 8);
 
 /**
  * Everything the scheduler needs to know about an agent.
@@ -373,6 +506,20 @@ export type AgentStatus = Message<"thaw.agent.v1.AgentStatus"> & {
    * @generated from field: uint32 gpu_count = 7;
    */
   gpuCount: number;
+
+  /**
+   * Each device's budget and resident models.
+   *
+   * @generated from field: repeated thaw.agent.v1.DeviceStatus devices = 8;
+   */
+  devices: DeviceStatus[];
+
+  /**
+   * Bytes of the pinned DRAM pool in all (a model larger than this cannot be loaded through it).
+   *
+   * @generated from field: uint64 dram_pool_bytes = 9;
+   */
+  dramPoolBytes: bigint;
 };
 
 /**
@@ -380,7 +527,7 @@ export type AgentStatus = Message<"thaw.agent.v1.AgentStatus"> & {
  * Use `create(AgentStatusSchema)` to create a new message.
  */
 export const AgentStatusSchema: GenMessage<AgentStatus> = /*@__PURE__*/
-  messageDesc(file_thaw_agent_v1_agent, 7);
+  messageDesc(file_thaw_agent_v1_agent, 9);
 
 /**
  * A sampled token with the text it added.
@@ -415,7 +562,7 @@ export type TokenOutput = Message<"thaw.agent.v1.TokenOutput"> & {
  * Use `create(TokenOutputSchema)` to create a new message.
  */
 export const TokenOutputSchema: GenMessage<TokenOutput> = /*@__PURE__*/
-  messageDesc(file_thaw_agent_v1_agent, 8);
+  messageDesc(file_thaw_agent_v1_agent, 10);
 
 /**
  * Token counts of a request, as OpenAI's usage.
@@ -450,7 +597,7 @@ export type Usage = Message<"thaw.agent.v1.Usage"> & {
  * Use `create(UsageSchema)` to create a new message.
  */
 export const UsageSchema: GenMessage<Usage> = /*@__PURE__*/
-  messageDesc(file_thaw_agent_v1_agent, 9);
+  messageDesc(file_thaw_agent_v1_agent, 11);
 
 /**
  * Cache tier, numbered as cache_level in scheduling (lower is faster).

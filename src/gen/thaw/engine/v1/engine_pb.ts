@@ -6,13 +6,15 @@
 
 import type { GenEnum, GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2";
 import { enumDesc, fileDesc, messageDesc } from "@bufbuild/protobuf/codegenv2";
+import type { CheckpointRef } from "../../checkpoint/v1/checkpoint_pb.js";
+import { file_thaw_checkpoint_v1_checkpoint } from "../../checkpoint/v1/checkpoint_pb.js";
 import type { Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file thaw/engine/v1/engine.proto.
  */
 export const file_thaw_engine_v1_engine: GenFile = /*@__PURE__*/
-  fileDesc("Cht0aGF3L2VuZ2luZS92MS9lbmdpbmUucHJvdG8SDnRoYXcuZW5naW5lLnYxIpIDCg5TYW1wbGluZ1BhcmFtcxIYCgt0ZW1wZXJhdHVyZRgBIAEoAkgAiAEBEhIKBXRvcF9wGAIgASgCSAGIAQESDQoFdG9wX2sYAyABKA0SDQoFbWluX3AYBCABKAISEQoEc2VlZBgFIAEoBEgCiAEBEhgKEHByZXNlbmNlX3BlbmFsdHkYBiABKAISGQoRZnJlcXVlbmN5X3BlbmFsdHkYByABKAISHwoScmVwZXRpdGlvbl9wZW5hbHR5GAggASgCSAOIAQESEgoKbWF4X3Rva2VucxgJIAEoDRISCgptaW5fdG9rZW5zGAogASgNEhYKDnN0b3BfdG9rZW5faWRzGAsgAygNEhIKCmlnbm9yZV9lb3MYDCABKAgSEAoIbG9ncHJvYnMYDSABKAgSFAoMdG9wX2xvZ3Byb2JzGA4gASgNEhUKDWVvc190b2tlbl9pZHMYDyADKA1CDgoMX3RlbXBlcmF0dXJlQggKBl90b3BfcEIHCgVfc2VlZEIVChNfcmVwZXRpdGlvbl9wZW5hbHR5Ij8KDFRva2VuTG9ncHJvYhIQCgh0b2tlbl9pZBgBIAEoDRIPCgdsb2dwcm9iGAIgASgCEgwKBHRleHQYAyABKAkibAoQUG9zaXRpb25Mb2dwcm9icxItCgdzYW1wbGVkGAEgASgLMhwudGhhdy5lbmdpbmUudjEuVG9rZW5Mb2dwcm9iEikKA3RvcBgCIAMoCzIcLnRoYXcuZW5naW5lLnYxLlRva2VuTG9ncHJvYiI6CgpIb3N0TWVtb3J5EgwKBHBhdGgYASABKAkSDgoGb2Zmc2V0GAIgASgEEg4KBmxlbmd0aBgDIAEoBCIlCgxEZXZpY2VNZW1vcnkSFQoNYWxsb2NhdGlvbl9pZBgBIAEoCSIgChBDaGVja3BvaW50Rm9sZGVyEgwKBHBhdGgYASABKAkixQEKEE1lbW9yeURlc2NyaXB0b3ISKgoEaG9zdBgBIAEoCzIaLnRoYXcuZW5naW5lLnYxLkhvc3RNZW1vcnlIABIuCgZkZXZpY2UYAiABKAsyHC50aGF3LmVuZ2luZS52MS5EZXZpY2VNZW1vcnlIABIyCgZmb2xkZXIYAyABKAsyIC50aGF3LmVuZ2luZS52MS5DaGVja3BvaW50Rm9sZGVySAASFQoNY2h1bmtfb2Zmc2V0cxgEIAMoBEIKCghsb2NhdGlvbip4CgxGaW5pc2hSZWFzb24SHQoZRklOSVNIX1JFQVNPTl9VTlNQRUNJRklFRBAAEhYKEkZJTklTSF9SRUFTT05fU1RPUBABEhgKFEZJTklTSF9SRUFTT05fTEVOR1RIEAISFwoTRklOSVNIX1JFQVNPTl9BQk9SVBADYgZwcm90bzM");
+  fileDesc("Cht0aGF3L2VuZ2luZS92MS9lbmdpbmUucHJvdG8SDnRoYXcuZW5naW5lLnYxIpIDCg5TYW1wbGluZ1BhcmFtcxIYCgt0ZW1wZXJhdHVyZRgBIAEoAkgAiAEBEhIKBXRvcF9wGAIgASgCSAGIAQESDQoFdG9wX2sYAyABKA0SDQoFbWluX3AYBCABKAISEQoEc2VlZBgFIAEoBEgCiAEBEhgKEHByZXNlbmNlX3BlbmFsdHkYBiABKAISGQoRZnJlcXVlbmN5X3BlbmFsdHkYByABKAISHwoScmVwZXRpdGlvbl9wZW5hbHR5GAggASgCSAOIAQESEgoKbWF4X3Rva2VucxgJIAEoDRISCgptaW5fdG9rZW5zGAogASgNEhYKDnN0b3BfdG9rZW5faWRzGAsgAygNEhIKCmlnbm9yZV9lb3MYDCABKAgSEAoIbG9ncHJvYnMYDSABKAgSFAoMdG9wX2xvZ3Byb2JzGA4gASgNEhUKDWVvc190b2tlbl9pZHMYDyADKA1CDgoMX3RlbXBlcmF0dXJlQggKBl90b3BfcEIHCgVfc2VlZEIVChNfcmVwZXRpdGlvbl9wZW5hbHR5Ij8KDFRva2VuTG9ncHJvYhIQCgh0b2tlbl9pZBgBIAEoDRIPCgdsb2dwcm9iGAIgASgCEgwKBHRleHQYAyABKAkibAoQUG9zaXRpb25Mb2dwcm9icxItCgdzYW1wbGVkGAEgASgLMhwudGhhdy5lbmdpbmUudjEuVG9rZW5Mb2dwcm9iEikKA3RvcBgCIAMoCzIcLnRoYXcuZW5naW5lLnYxLlRva2VuTG9ncHJvYiI6CgpIb3N0TWVtb3J5EgwKBHBhdGgYASABKAkSDgoGb2Zmc2V0GAIgASgEEg4KBmxlbmd0aBgDIAEoBCIlCgxEZXZpY2VNZW1vcnkSFQoNYWxsb2NhdGlvbl9pZBgBIAEoCSIgChBDaGVja3BvaW50Rm9sZGVyEgwKBHBhdGgYASABKAkixQEKEE1lbW9yeURlc2NyaXB0b3ISKgoEaG9zdBgBIAEoCzIaLnRoYXcuZW5naW5lLnYxLkhvc3RNZW1vcnlIABIuCgZkZXZpY2UYAiABKAsyHC50aGF3LmVuZ2luZS52MS5EZXZpY2VNZW1vcnlIABIyCgZmb2xkZXIYAyABKAsyIC50aGF3LmVuZ2luZS52MS5DaGVja3BvaW50Rm9sZGVySAASFQoNY2h1bmtfb2Zmc2V0cxgEIAMoBEIKCghsb2NhdGlvbiLBAgoKTW9kZWxTdGF0cxINCgVtb2RlbBgBIAEoCRIuCgNyZWYYAiABKAsyIS50aGF3LmNoZWNrcG9pbnQudjEuQ2hlY2twb2ludFJlZhIPCgdydW5uaW5nGAMgASgNEg8KB3dhaXRpbmcYBCABKA0SFgoOa3ZfYmxvY2tzX3VzZWQYBSABKA0SGAoQa3ZfYmxvY2tzX2NhY2hlZBgGIAEoDRIXCg9rdl9ibG9ja3NfZmxvb3IYByABKA0SFwoPcHJlZml4X2hpdF9yYXRlGAggASgBEhgKEGdlbmVyYXRlZF90b2tlbnMYCSABKAQSFAoMd2VpZ2h0X2J5dGVzGAogASgEEhMKC3ByZWVtcHRpb25zGAsgASgNEhIKCmJsb2NrX3NpemUYDCABKA0SFQoNbWF4X21vZGVsX2xlbhgNIAEoDSp4CgxGaW5pc2hSZWFzb24SHQoZRklOSVNIX1JFQVNPTl9VTlNQRUNJRklFRBAAEhYKEkZJTklTSF9SRUFTT05fU1RPUBABEhgKFEZJTklTSF9SRUFTT05fTEVOR1RIEAISFwoTRklOSVNIX1JFQVNPTl9BQk9SVBADYgZwcm90bzM", [file_thaw_checkpoint_v1_checkpoint]);
 
 /**
  * OpenAI sampling parameters, applied per sequence. Unset optional fields take OpenAI's defaults.
@@ -326,6 +328,111 @@ export type MemoryDescriptor = Message<"thaw.engine.v1.MemoryDescriptor"> & {
  */
 export const MemoryDescriptorSchema: GenMessage<MemoryDescriptor> = /*@__PURE__*/
   messageDesc(file_thaw_engine_v1_engine, 6);
+
+/**
+ * One model loaded in a worker.
+ *
+ * @generated from message thaw.engine.v1.ModelStats
+ */
+export type ModelStats = Message<"thaw.engine.v1.ModelStats"> & {
+  /**
+   * Name it was loaded under (LoadWeightsRequest.model).
+   *
+   * @generated from field: string model = 1;
+   */
+  model: string;
+
+  /**
+   * The checkpoint.
+   *
+   * @generated from field: thaw.checkpoint.v1.CheckpointRef ref = 2;
+   */
+  ref?: CheckpointRef | undefined;
+
+  /**
+   * Sequences being generated.
+   *
+   * @generated from field: uint32 running = 3;
+   */
+  running: number;
+
+  /**
+   * Sequences queued.
+   *
+   * @generated from field: uint32 waiting = 4;
+   */
+  waiting: number;
+
+  /**
+   * KV pool pages held by its sequences.
+   *
+   * @generated from field: uint32 kv_blocks_used = 5;
+   */
+  kvBlocksUsed: number;
+
+  /**
+   * KV pool pages held only by its prefix cache (given up first under pressure).
+   *
+   * @generated from field: uint32 kv_blocks_cached = 6;
+   */
+  kvBlocksCached: number;
+
+  /**
+   * KV pool pages guaranteed to it.
+   *
+   * @generated from field: uint32 kv_blocks_floor = 7;
+   */
+  kvBlocksFloor: number;
+
+  /**
+   * Fraction of its prompt tokens served from the prefix cache since load, in [0, 1].
+   *
+   * @generated from field: double prefix_hit_rate = 8;
+   */
+  prefixHitRate: number;
+
+  /**
+   * Tokens generated since load.
+   *
+   * @generated from field: uint64 generated_tokens = 9;
+   */
+  generatedTokens: bigint;
+
+  /**
+   * Bytes of its weights on the device.
+   *
+   * @generated from field: uint64 weight_bytes = 10;
+   */
+  weightBytes: bigint;
+
+  /**
+   * Sequences preempted for lack of KV space since load.
+   *
+   * @generated from field: uint32 preemptions = 11;
+   */
+  preemptions: number;
+
+  /**
+   * Tokens per KV block.
+   *
+   * @generated from field: uint32 block_size = 12;
+   */
+  blockSize: number;
+
+  /**
+   * Longest sequence served.
+   *
+   * @generated from field: uint32 max_model_len = 13;
+   */
+  maxModelLen: number;
+};
+
+/**
+ * Describes the message thaw.engine.v1.ModelStats.
+ * Use `create(ModelStatsSchema)` to create a new message.
+ */
+export const ModelStatsSchema: GenMessage<ModelStats> = /*@__PURE__*/
+  messageDesc(file_thaw_engine_v1_engine, 7);
 
 /**
  * Why a sequence ended.

@@ -9,7 +9,7 @@ import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegen
 import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
 import type { CheckpointIndex, CheckpointRef } from "../../checkpoint/v1/checkpoint_pb.js";
 import { file_thaw_checkpoint_v1_checkpoint } from "../../checkpoint/v1/checkpoint_pb.js";
-import type { FinishReason, MemoryDescriptor, PositionLogprobs, SamplingParams } from "./engine_pb.js";
+import type { FinishReason, MemoryDescriptor, ModelStats, PositionLogprobs, SamplingParams } from "./engine_pb.js";
 import { file_thaw_engine_v1_engine } from "./engine_pb.js";
 import type { Message } from "@bufbuild/protobuf";
 
@@ -17,7 +17,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file thaw/engine/v1/engine_service.proto.
  */
 export const file_thaw_engine_v1_engine_service: GenFile = /*@__PURE__*/
-  fileDesc("CiN0aGF3L2VuZ2luZS92MS9lbmdpbmVfc2VydmljZS5wcm90bxIOdGhhdy5lbmdpbmUudjEiJwoWQWxsb2NhdGVXZWlnaHRzUmVxdWVzdBINCgVieXRlcxgBIAEoBCJpChdBbGxvY2F0ZVdlaWdodHNSZXNwb25zZRIVCg1hbGxvY2F0aW9uX2lkGAEgASgJEhIKCmlwY19oYW5kbGUYAiABKAwSFAoMZGV2aWNlX2luZGV4GAMgASgNEg0KBWJ5dGVzGAQgASgEIs0BChJMb2FkV2VpZ2h0c1JlcXVlc3QSMgoFaW5kZXgYASABKAsyIy50aGF3LmNoZWNrcG9pbnQudjEuQ2hlY2twb2ludEluZGV4EjAKBm1lbW9yeRgCIAEoCzIgLnRoYXcuZW5naW5lLnYxLk1lbW9yeURlc2NyaXB0b3ISEwoLY29uZmlnX2pzb24YAyABKAkSDQoFZHR5cGUYBCABKAkSFQoNbWF4X21vZGVsX2xlbhgFIAEoDRIWCg5rdl9jYWNoZV9ieXRlcxgGIAEoBCJ0ChNMb2FkV2VpZ2h0c1Jlc3BvbnNlEg8KB3NlY29uZHMYASABKAESFQoNbWF4X21vZGVsX2xlbhgCIAEoDRIRCglrdl9ibG9ja3MYAyABKA0SEgoKYmxvY2tfc2l6ZRgEIAEoDRIOCgZkZXZpY2UYBSABKAkicQoPR2VuZXJhdGVSZXF1ZXN0EhIKCnJlcXVlc3RfaWQYASABKAkSGAoQcHJvbXB0X3Rva2VuX2lkcxgCIAMoDRIwCghzYW1wbGluZxgDIAEoCzIeLnRoYXcuZW5naW5lLnYxLlNhbXBsaW5nUGFyYW1zIsMBChBHZW5lcmF0ZVJlc3BvbnNlEhEKCXRva2VuX2lkcxgBIAMoDRIyCghsb2dwcm9icxgCIAMoCzIgLnRoYXcuZW5naW5lLnYxLlBvc2l0aW9uTG9ncHJvYnMSMwoNZmluaXNoX3JlYXNvbhgDIAEoDjIcLnRoYXcuZW5naW5lLnYxLkZpbmlzaFJlYXNvbhIVCg1wcm9tcHRfdG9rZW5zGAQgASgNEhwKFGNhY2hlZF9wcm9tcHRfdG9rZW5zGAUgASgNIhEKD0dldFN0YXRzUmVxdWVzdCKgAgoQR2V0U3RhdHNSZXNwb25zZRIwCgVtb2RlbBgBIAEoCzIhLnRoYXcuY2hlY2twb2ludC52MS5DaGVja3BvaW50UmVmEg8KB3J1bm5pbmcYAiABKA0SDwoHd2FpdGluZxgDIAEoDRIXCg9rdl9ibG9ja3NfdG90YWwYBCABKA0SFgoOa3ZfYmxvY2tzX3VzZWQYBSABKA0SFwoPcHJlZml4X2hpdF9yYXRlGAYgASgBEg4KBmRldmljZRgHIAEoCRIaChJkZXZpY2VfbWVtb3J5X3VzZWQYCCABKAQSGwoTZGV2aWNlX21lbW9yeV90b3RhbBgJIAEoBBIYChBnZW5lcmF0ZWRfdG9rZW5zGAogASgEEgsKA3BpZBgLIAEoDSIPCg1VbmxvYWRSZXF1ZXN0IiUKDlVubG9hZFJlc3BvbnNlEhMKC2J5dGVzX2ZyZWVkGAEgASgEMrQDCg1FbmdpbmVTZXJ2aWNlEmIKD0FsbG9jYXRlV2VpZ2h0cxImLnRoYXcuZW5naW5lLnYxLkFsbG9jYXRlV2VpZ2h0c1JlcXVlc3QaJy50aGF3LmVuZ2luZS52MS5BbGxvY2F0ZVdlaWdodHNSZXNwb25zZRJWCgtMb2FkV2VpZ2h0cxIiLnRoYXcuZW5naW5lLnYxLkxvYWRXZWlnaHRzUmVxdWVzdBojLnRoYXcuZW5naW5lLnYxLkxvYWRXZWlnaHRzUmVzcG9uc2USTwoIR2VuZXJhdGUSHy50aGF3LmVuZ2luZS52MS5HZW5lcmF0ZVJlcXVlc3QaIC50aGF3LmVuZ2luZS52MS5HZW5lcmF0ZVJlc3BvbnNlMAESTQoIR2V0U3RhdHMSHy50aGF3LmVuZ2luZS52MS5HZXRTdGF0c1JlcXVlc3QaIC50aGF3LmVuZ2luZS52MS5HZXRTdGF0c1Jlc3BvbnNlEkcKBlVubG9hZBIdLnRoYXcuZW5naW5lLnYxLlVubG9hZFJlcXVlc3QaHi50aGF3LmVuZ2luZS52MS5VbmxvYWRSZXNwb25zZWIGcHJvdG8z", [file_thaw_checkpoint_v1_checkpoint, file_thaw_engine_v1_engine]);
+  fileDesc("CiN0aGF3L2VuZ2luZS92MS9lbmdpbmVfc2VydmljZS5wcm90bxIOdGhhdy5lbmdpbmUudjEiNgoWQWxsb2NhdGVXZWlnaHRzUmVxdWVzdBINCgVieXRlcxgBIAEoBBINCgVtb2RlbBgCIAEoCSJpChdBbGxvY2F0ZVdlaWdodHNSZXNwb25zZRIVCg1hbGxvY2F0aW9uX2lkGAEgASgJEhIKCmlwY19oYW5kbGUYAiABKAwSFAoMZGV2aWNlX2luZGV4GAMgASgNEg0KBWJ5dGVzGAQgASgEItwBChJMb2FkV2VpZ2h0c1JlcXVlc3QSMgoFaW5kZXgYASABKAsyIy50aGF3LmNoZWNrcG9pbnQudjEuQ2hlY2twb2ludEluZGV4EjAKBm1lbW9yeRgCIAEoCzIgLnRoYXcuZW5naW5lLnYxLk1lbW9yeURlc2NyaXB0b3ISEwoLY29uZmlnX2pzb24YAyABKAkSDQoFZHR5cGUYBCABKAkSFQoNbWF4X21vZGVsX2xlbhgFIAEoDRIWCg5rdl9jYWNoZV9ieXRlcxgGIAEoBBINCgVtb2RlbBgHIAEoCSKcAQoTTG9hZFdlaWdodHNSZXNwb25zZRIPCgdzZWNvbmRzGAEgASgBEhUKDW1heF9tb2RlbF9sZW4YAiABKA0SEQoJa3ZfYmxvY2tzGAMgASgNEhIKCmJsb2NrX3NpemUYBCABKA0SDgoGZGV2aWNlGAUgASgJEg0KBW1vZGVsGAYgASgJEhcKD2t2X2Jsb2Nrc19mbG9vchgHIAEoDSKAAQoPR2VuZXJhdGVSZXF1ZXN0EhIKCnJlcXVlc3RfaWQYASABKAkSGAoQcHJvbXB0X3Rva2VuX2lkcxgCIAMoDRIwCghzYW1wbGluZxgDIAEoCzIeLnRoYXcuZW5naW5lLnYxLlNhbXBsaW5nUGFyYW1zEg0KBW1vZGVsGAQgASgJIsMBChBHZW5lcmF0ZVJlc3BvbnNlEhEKCXRva2VuX2lkcxgBIAMoDRIyCghsb2dwcm9icxgCIAMoCzIgLnRoYXcuZW5naW5lLnYxLlBvc2l0aW9uTG9ncHJvYnMSMwoNZmluaXNoX3JlYXNvbhgDIAEoDjIcLnRoYXcuZW5naW5lLnYxLkZpbmlzaFJlYXNvbhIVCg1wcm9tcHRfdG9rZW5zGAQgASgNEhwKFGNhY2hlZF9wcm9tcHRfdG9rZW5zGAUgASgNIhEKD0dldFN0YXRzUmVxdWVzdCKYAwoQR2V0U3RhdHNSZXNwb25zZRIwCgVtb2RlbBgBIAEoCzIhLnRoYXcuY2hlY2twb2ludC52MS5DaGVja3BvaW50UmVmEg8KB3J1bm5pbmcYAiABKA0SDwoHd2FpdGluZxgDIAEoDRIXCg9rdl9ibG9ja3NfdG90YWwYBCABKA0SFgoOa3ZfYmxvY2tzX3VzZWQYBSABKA0SFwoPcHJlZml4X2hpdF9yYXRlGAYgASgBEg4KBmRldmljZRgHIAEoCRIaChJkZXZpY2VfbWVtb3J5X3VzZWQYCCABKAQSGwoTZGV2aWNlX21lbW9yeV90b3RhbBgJIAEoBBIYChBnZW5lcmF0ZWRfdG9rZW5zGAogASgEEgsKA3BpZBgLIAEoDRIqCgZtb2RlbHMYDCADKAsyGi50aGF3LmVuZ2luZS52MS5Nb2RlbFN0YXRzEhUKDWt2X3Bvb2xfYnl0ZXMYDSABKAQSFQoNa3ZfcGFnZV9ieXRlcxgOIAEoBBIcChR3ZWlnaHRzX2J1ZGdldF9ieXRlcxgPIAEoBCIeCg1VbmxvYWRSZXF1ZXN0Eg0KBW1vZGVsGAEgASgJIiUKDlVubG9hZFJlc3BvbnNlEhMKC2J5dGVzX2ZyZWVkGAEgASgEMrQDCg1FbmdpbmVTZXJ2aWNlEmIKD0FsbG9jYXRlV2VpZ2h0cxImLnRoYXcuZW5naW5lLnYxLkFsbG9jYXRlV2VpZ2h0c1JlcXVlc3QaJy50aGF3LmVuZ2luZS52MS5BbGxvY2F0ZVdlaWdodHNSZXNwb25zZRJWCgtMb2FkV2VpZ2h0cxIiLnRoYXcuZW5naW5lLnYxLkxvYWRXZWlnaHRzUmVxdWVzdBojLnRoYXcuZW5naW5lLnYxLkxvYWRXZWlnaHRzUmVzcG9uc2USTwoIR2VuZXJhdGUSHy50aGF3LmVuZ2luZS52MS5HZW5lcmF0ZVJlcXVlc3QaIC50aGF3LmVuZ2luZS52MS5HZW5lcmF0ZVJlc3BvbnNlMAESTQoIR2V0U3RhdHMSHy50aGF3LmVuZ2luZS52MS5HZXRTdGF0c1JlcXVlc3QaIC50aGF3LmVuZ2luZS52MS5HZXRTdGF0c1Jlc3BvbnNlEkcKBlVubG9hZBIdLnRoYXcuZW5naW5lLnYxLlVubG9hZFJlcXVlc3QaHi50aGF3LmVuZ2luZS52MS5VbmxvYWRSZXNwb25zZWIGcHJvdG8z", [file_thaw_checkpoint_v1_checkpoint, file_thaw_engine_v1_engine]);
 
 /**
  * Request for device memory.
@@ -31,6 +31,14 @@ export type AllocateWeightsRequest = Message<"thaw.engine.v1.AllocateWeightsRequ
    * @generated from field: uint64 bytes = 1;
    */
   bytes: bigint;
+
+  /**
+   * The model the allocation is for (LoadWeightsRequest.model): Unload of that model frees it, also
+   * when its LoadWeights never came or failed.
+   *
+   * @generated from field: string model = 2;
+   */
+  model: string;
 };
 
 /**
@@ -124,11 +132,21 @@ export type LoadWeightsRequest = Message<"thaw.engine.v1.LoadWeightsRequest"> & 
   maxModelLen: number;
 
   /**
-   * Bytes for the KV cache; 0 means the worker's default.
+   * KV cache bytes guaranteed to this model (its floor in the shared pool: other models never take
+   * it below this); 0 means the worker's default floor. The model may use more while the pool has room.
    *
    * @generated from field: uint64 kv_cache_bytes = 6;
    */
   kvCacheBytes: bigint;
+
+  /**
+   * Name of the model inside the worker (the agent passes its model key); Generate, Unload and
+   * GetStats name it. Empty means "<model_id>@<revision>" of the index. ALREADY_EXISTS when a model
+   * of that name is loaded; RESOURCE_EXHAUSTED when the floors of the loaded models leave no room.
+   *
+   * @generated from field: string model = 7;
+   */
+  model: string;
 };
 
 /**
@@ -159,14 +177,14 @@ export type LoadWeightsResponse = Message<"thaw.engine.v1.LoadWeightsResponse"> 
   maxModelLen: number;
 
   /**
-   * KV cache blocks allocated.
+   * KV cache blocks the model may use at most (every page of the shared pool).
    *
    * @generated from field: uint32 kv_blocks = 3;
    */
   kvBlocks: number;
 
   /**
-   * Tokens per KV cache block.
+   * Tokens per KV cache block of this model.
    *
    * @generated from field: uint32 block_size = 4;
    */
@@ -178,6 +196,20 @@ export type LoadWeightsResponse = Message<"thaw.engine.v1.LoadWeightsResponse"> 
    * @generated from field: string device = 5;
    */
   device: string;
+
+  /**
+   * Name the model was loaded under.
+   *
+   * @generated from field: string model = 6;
+   */
+  model: string;
+
+  /**
+   * KV cache blocks guaranteed to the model (its floor).
+   *
+   * @generated from field: uint32 kv_blocks_floor = 7;
+   */
+  kvBlocksFloor: number;
 };
 
 /**
@@ -213,6 +245,14 @@ export type GenerateRequest = Message<"thaw.engine.v1.GenerateRequest"> & {
    * @generated from field: thaw.engine.v1.SamplingParams sampling = 3;
    */
   sampling?: SamplingParams | undefined;
+
+  /**
+   * Which loaded model (LoadWeightsRequest.model); may be empty while exactly one is loaded.
+   * NOT_FOUND when no model of that name is loaded.
+   *
+   * @generated from field: string model = 4;
+   */
+  model: string;
 };
 
 /**
@@ -287,48 +327,48 @@ export const GetStatsRequestSchema: GenMessage<GetStatsRequest> = /*@__PURE__*/
   messageDesc(file_thaw_engine_v1_engine_service, 6);
 
 /**
- * Worker statistics.
+ * Worker statistics: the device, the shared KV pool, totals over every model, and each model.
  *
  * @generated from message thaw.engine.v1.GetStatsResponse
  */
 export type GetStatsResponse = Message<"thaw.engine.v1.GetStatsResponse"> & {
   /**
-   * Model served, empty when none is loaded.
+   * The first loaded model (kept for single-model callers; see `models`).
    *
    * @generated from field: thaw.checkpoint.v1.CheckpointRef model = 1;
    */
   model?: CheckpointRef | undefined;
 
   /**
-   * Sequences being generated.
+   * Sequences being generated, all models.
    *
    * @generated from field: uint32 running = 2;
    */
   running: number;
 
   /**
-   * Sequences queued for KV cache space.
+   * Sequences queued, all models.
    *
    * @generated from field: uint32 waiting = 3;
    */
   waiting: number;
 
   /**
-   * KV cache blocks in all.
+   * Pages of the shared KV pool that sequences can hold (one page is one KV block of any model).
    *
    * @generated from field: uint32 kv_blocks_total = 4;
    */
   kvBlocksTotal: number;
 
   /**
-   * KV cache blocks in use.
+   * Pages held by sequences, all models.
    *
    * @generated from field: uint32 kv_blocks_used = 5;
    */
   kvBlocksUsed: number;
 
   /**
-   * Fraction of prompt tokens served from the prefix cache since load, in [0, 1].
+   * Fraction of prompt tokens served from the prefix cache, all models, in [0, 1].
    *
    * @generated from field: double prefix_hit_rate = 6;
    */
@@ -356,7 +396,7 @@ export type GetStatsResponse = Message<"thaw.engine.v1.GetStatsResponse"> & {
   deviceMemoryTotal: bigint;
 
   /**
-   * Tokens generated since load.
+   * Tokens generated, all models.
    *
    * @generated from field: uint64 generated_tokens = 10;
    */
@@ -368,6 +408,35 @@ export type GetStatsResponse = Message<"thaw.engine.v1.GetStatsResponse"> & {
    * @generated from field: uint32 pid = 11;
    */
   pid: number;
+
+  /**
+   * Each loaded model.
+   *
+   * @generated from field: repeated thaw.engine.v1.ModelStats models = 12;
+   */
+  models: ModelStats[];
+
+  /**
+   * Bytes of the shared KV pool (allocated at the first load, kept for the worker's life).
+   *
+   * @generated from field: uint64 kv_pool_bytes = 13;
+   */
+  kvPoolBytes: bigint;
+
+  /**
+   * Bytes of one pool page.
+   *
+   * @generated from field: uint64 kv_page_bytes = 14;
+   */
+  kvPageBytes: bigint;
+
+  /**
+   * Device bytes weights may use: device memory × utilisation − the KV pool − a reserve for
+   * activations and graphs (0 on CPU: the agent's budget decides there).
+   *
+   * @generated from field: uint64 weights_budget_bytes = 15;
+   */
+  weightsBudgetBytes: bigint;
 };
 
 /**
@@ -378,11 +447,18 @@ export const GetStatsResponseSchema: GenMessage<GetStatsResponse> = /*@__PURE__*
   messageDesc(file_thaw_engine_v1_engine_service, 7);
 
 /**
- * Request to drop the model.
+ * Request to drop a model.
  *
  * @generated from message thaw.engine.v1.UnloadRequest
  */
 export type UnloadRequest = Message<"thaw.engine.v1.UnloadRequest"> & {
+  /**
+   * Which model (LoadWeightsRequest.model, or the model an allocation was made for); empty drops
+   * every model and allocation. Its running sequences end with FINISH_REASON_ABORT.
+   *
+   * @generated from field: string model = 1;
+   */
+  model: string;
 };
 
 /**
@@ -414,7 +490,9 @@ export const UnloadResponseSchema: GenMessage<UnloadResponse> = /*@__PURE__*/
   messageDesc(file_thaw_engine_v1_engine_service, 9);
 
 /**
- * One model per worker at a time; many sequences batched together.
+ * One worker per device hosts many models at once: they share the CUDA context, the warmed-up
+ * kernels, one KV cache pool (paged, elastic between models above each one's floor) and one step
+ * loop that serves every model's batch in turn. Many sequences per model are batched together.
  *
  * @generated from service thaw.engine.v1.EngineService
  */
@@ -431,7 +509,8 @@ export const EngineService: GenService<{
     output: typeof AllocateWeightsResponseSchema;
   },
   /**
-   * Builds the model on weights already in memory (or read from a folder) and makes it ready to serve.
+   * Builds a model on weights already in memory (or read from a folder) next to the models already
+   * loaded, and makes it ready to serve.
    *
    * @generated from rpc thaw.engine.v1.EngineService.LoadWeights
    */
@@ -441,7 +520,8 @@ export const EngineService: GenService<{
     output: typeof LoadWeightsResponseSchema;
   },
   /**
-   * Generates tokens for one sequence; cancelling the call aborts the sequence and frees its KV cache.
+   * Generates tokens for one sequence of one loaded model; cancelling the call aborts the sequence
+   * and frees its KV cache.
    *
    * @generated from rpc thaw.engine.v1.EngineService.Generate
    */
@@ -451,7 +531,7 @@ export const EngineService: GenService<{
     output: typeof GenerateResponseSchema;
   },
   /**
-   * Reports load, queue and KV cache figures.
+   * Reports load, queue and KV cache figures, for the worker and per model.
    *
    * @generated from rpc thaw.engine.v1.EngineService.GetStats
    */
@@ -461,7 +541,7 @@ export const EngineService: GenService<{
     output: typeof GetStatsResponseSchema;
   },
   /**
-   * Drops the model and frees its memory; the worker stays warm for the next one.
+   * Drops one model (or all) and frees its memory at once for the others; the worker stays warm.
    *
    * @generated from rpc thaw.engine.v1.EngineService.Unload
    */

@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file thaw/scheduler/v1/scheduler.proto.
  */
 export const file_thaw_scheduler_v1_scheduler: GenFile = /*@__PURE__*/
-  fileDesc("CiF0aGF3L3NjaGVkdWxlci92MS9zY2hlZHVsZXIucHJvdG8SEXRoYXcuc2NoZWR1bGVyLnYxIpYBCglNb2RlbFNwZWMSCgoCaWQYASABKAkSDgoGc291cmNlGAIgASgJEhAKCHJldmlzaW9uGAMgASgJEhoKEmtlZXBfYWxpdmVfc2Vjb25kcxgEIAEoDRIVCg1tYXhfbW9kZWxfbGVuGAUgASgNEhYKDmxhdW5jaF9jb21tYW5kGAYgAygJEhAKCG93bmVkX2J5GAcgASgJIpYBCglNb2RlbEluZm8SKgoEc3BlYxgBIAEoCzIcLnRoYXcuc2NoZWR1bGVyLnYxLk1vZGVsU3BlYxIXCg9jcmVhdGVkX3VuaXhfbXMYAiABKAMSDQoFYnl0ZXMYAyABKAQSNQoKcGxhY2VtZW50cxgEIAMoCzIhLnRoYXcuc2NoZWR1bGVyLnYxLk1vZGVsUGxhY2VtZW50IkUKDk1vZGVsUGxhY2VtZW50EhAKCGFnZW50X2lkGAEgASgJEiEKBHRpZXIYAiABKA4yEy50aGF3LmFnZW50LnYxLlRpZXIiaAoJQWdlbnRJbmZvEioKBnN0YXR1cxgBIAEoCzIaLnRoYXcuYWdlbnQudjEuQWdlbnRTdGF0dXMSHgoWbGFzdF9oZWFydGJlYXRfdW5peF9tcxgCIAEoAxIPCgdleHBpcmVkGAMgASgIIoYCCg5QbGFjZW1lbnRTY29yZRIQCghhZ2VudF9pZBgBIAEoCRITCgtjYWNoZV9sZXZlbBgCIAEoDRITCgtrdl9oaXRfcmF0ZRgDIAEoARIUCgxxdWV1ZV9sZW5ndGgYBCABKA0SGAoQdHJhbnNmZXJfc2Vjb25kcxgFIAEoARISCgpjYWNoZV90ZXJtGAYgASgBEg8KB2t2X3Rlcm0YByABKAESEgoKcXVldWVfdGVybRgIIAEoARIVCg10cmFuc2Zlcl90ZXJtGAkgASgBEg0KBXRvdGFsGAogASgBEg4KBmNob3NlbhgLIAEoCBIZChFpbmVsaWdpYmxlX3JlYXNvbhgMIAEoCSJ7ChFDb21wbGV0aW9uT3B0aW9ucxIJCgFuGAEgASgNEgwKBHN0b3AYAiADKAkSIgoaaW5jbHVkZV9zdG9wX3N0cl9pbl9vdXRwdXQYAyABKAgSGwoTc2tpcF9zcGVjaWFsX3Rva2VucxgEIAEoCBIMCgR1c2VyGAUgASgJKq4BChZDb21wbGV0aW9uRmluaXNoUmVhc29uEigKJENPTVBMRVRJT05fRklOSVNIX1JFQVNPTl9VTlNQRUNJRklFRBAAEiEKHUNPTVBMRVRJT05fRklOSVNIX1JFQVNPTl9TVE9QEAESIwofQ09NUExFVElPTl9GSU5JU0hfUkVBU09OX0xFTkdUSBACEiIKHkNPTVBMRVRJT05fRklOSVNIX1JFQVNPTl9BQk9SVBADYgZwcm90bzM", [file_thaw_agent_v1_agent]);
+  fileDesc("CiF0aGF3L3NjaGVkdWxlci92MS9zY2hlZHVsZXIucHJvdG8SEXRoYXcuc2NoZWR1bGVyLnYxIpYBCglNb2RlbFNwZWMSCgoCaWQYASABKAkSDgoGc291cmNlGAIgASgJEhAKCHJldmlzaW9uGAMgASgJEhoKEmtlZXBfYWxpdmVfc2Vjb25kcxgEIAEoDRIVCg1tYXhfbW9kZWxfbGVuGAUgASgNEhYKDmxhdW5jaF9jb21tYW5kGAYgAygJEhAKCG93bmVkX2J5GAcgASgJIpYBCglNb2RlbEluZm8SKgoEc3BlYxgBIAEoCzIcLnRoYXcuc2NoZWR1bGVyLnYxLk1vZGVsU3BlYxIXCg9jcmVhdGVkX3VuaXhfbXMYAiABKAMSDQoFYnl0ZXMYAyABKAQSNQoKcGxhY2VtZW50cxgEIAMoCzIhLnRoYXcuc2NoZWR1bGVyLnYxLk1vZGVsUGxhY2VtZW50IkUKDk1vZGVsUGxhY2VtZW50EhAKCGFnZW50X2lkGAEgASgJEiEKBHRpZXIYAiABKA4yEy50aGF3LmFnZW50LnYxLlRpZXIiaAoJQWdlbnRJbmZvEioKBnN0YXR1cxgBIAEoCzIaLnRoYXcuYWdlbnQudjEuQWdlbnRTdGF0dXMSHgoWbGFzdF9oZWFydGJlYXRfdW5peF9tcxgCIAEoAxIPCgdleHBpcmVkGAMgASgIIuQCCg5QbGFjZW1lbnRTY29yZRIQCghhZ2VudF9pZBgBIAEoCRITCgtjYWNoZV9sZXZlbBgCIAEoDRITCgtrdl9oaXRfcmF0ZRgDIAEoARIUCgxxdWV1ZV9sZW5ndGgYBCABKA0SGAoQdHJhbnNmZXJfc2Vjb25kcxgFIAEoARISCgpjYWNoZV90ZXJtGAYgASgBEg8KB2t2X3Rlcm0YByABKAESEgoKcXVldWVfdGVybRgIIAEoARIVCg10cmFuc2Zlcl90ZXJtGAkgASgBEg0KBXRvdGFsGAogASgBEg4KBmNob3NlbhgLIAEoCBIZChFpbmVsaWdpYmxlX3JlYXNvbhgMIAEoCRIdChVmaXRzX3dpdGhvdXRfZXZpY3Rpb24YDSABKAgSFgoOZXZpY3Rpb25fYnl0ZXMYDiABKAQSFQoNZXZpY3Rpb25fdGVybRgPIAEoARIOCgZkZXZpY2UYECABKAkiewoRQ29tcGxldGlvbk9wdGlvbnMSCQoBbhgBIAEoDRIMCgRzdG9wGAIgAygJEiIKGmluY2x1ZGVfc3RvcF9zdHJfaW5fb3V0cHV0GAMgASgIEhsKE3NraXBfc3BlY2lhbF90b2tlbnMYBCABKAgSDAoEdXNlchgFIAEoCSquAQoWQ29tcGxldGlvbkZpbmlzaFJlYXNvbhIoCiRDT01QTEVUSU9OX0ZJTklTSF9SRUFTT05fVU5TUEVDSUZJRUQQABIhCh1DT01QTEVUSU9OX0ZJTklTSF9SRUFTT05fU1RPUBABEiMKH0NPTVBMRVRJT05fRklOSVNIX1JFQVNPTl9MRU5HVEgQAhIiCh5DT01QTEVUSU9OX0ZJTklTSF9SRUFTT05fQUJPUlQQA2IGcHJvdG8z", [file_thaw_agent_v1_agent]);
 
 /**
  * A model users can ask for by name.
@@ -254,7 +254,7 @@ export type PlacementScore = Message<"thaw.scheduler.v1.PlacementScore"> & {
   transferTerm: number;
 
   /**
-   * Sum of the four terms.
+   * Sum of the terms.
    *
    * @generated from field: double total = 10;
    */
@@ -273,6 +273,34 @@ export type PlacementScore = Message<"thaw.scheduler.v1.PlacementScore"> & {
    * @generated from field: string ineligible_reason = 12;
    */
   ineligibleReason: string;
+
+  /**
+   * The model is not resident but fits on a device of the agent without evicting anything.
+   *
+   * @generated from field: bool fits_without_eviction = 13;
+   */
+  fitsWithoutEviction: boolean;
+
+  /**
+   * Bytes of idle models the agent would evict from its GPU to make room (0 when resident or it fits).
+   *
+   * @generated from field: uint64 eviction_bytes = 14;
+   */
+  evictionBytes: bigint;
+
+  /**
+   * ε · seconds to bring the evicted models back from DRAM (eviction_bytes / DRAM bandwidth).
+   *
+   * @generated from field: double eviction_term = 15;
+   */
+  evictionTerm: number;
+
+  /**
+   * Device the model would be placed on ("cuda:0"; empty when unknown).
+   *
+   * @generated from field: string device = 16;
+   */
+  device: string;
 };
 
 /**
