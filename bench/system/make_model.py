@@ -3,7 +3,7 @@ safetensors shards (about 5 GB each, with model.safetensors.index.json) and conf
 both `thaw serve` (through its converter) and transformers' from_pretrained read.
 
     python3 make_model.py --out DIR [--layers 32] [--hidden 4096] [--inter 14336] [--heads 32]
-                          [--kv-heads 8] [--vocab 128256] [--dtype bfloat16]
+                          [--kv-heads 8] [--vocab 128256] [--dtype bfloat16] [--seed 0]
 
 Weights are drawn on the GPU when torch sees one (fast), else on the CPU. Tokenizer files are
 written by cold-start.ts (the tiny model's byte tokenizer; token ids beyond it decode to nothing).
@@ -50,6 +50,7 @@ def main() -> None:
     p.add_argument("--kv-heads", type=int, default=8)
     p.add_argument("--vocab", type=int, default=128256)
     p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
+    p.add_argument("--seed", type=int, default=0, help="random weights differ per seed (one model per seed)")
     a = p.parse_args()
     t0 = time.perf_counter()
     dtype = getattr(torch, a.dtype)
@@ -72,7 +73,7 @@ def main() -> None:
         ]
     shapes += [("model.norm.weight", (H,)), ("lm_head.weight", (V, H))]
     os.makedirs(a.out, exist_ok=True)
-    gen = torch.Generator(device=dev).manual_seed(0)
+    gen = torch.Generator(device=dev).manual_seed(a.seed)
     shards: list[dict[str, torch.Tensor]] = [{}]
     size = 0
     total = 0
