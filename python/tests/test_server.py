@@ -53,19 +53,19 @@ def worker(tmp_path_factory):
     w.close()
 
 
-def _load_folder(stub, folder: Path, **kw):
+def _load_folder(stub, folder: Path, model: str = "", **kw):
     index = read_index(str(folder))
     return stub.LoadWeights(pb.LoadWeightsRequest(
         index=index, memory=engine_pb2.MemoryDescriptor(folder=engine_pb2.CheckpointFolder(path=str(folder))),
-        config_json=(folder / "config.json").read_text(), kv_cache_bytes=kw.get("kv", 8 << 20)))
+        config_json=(folder / "config.json").read_text(), kv_cache_bytes=kw.get("kv", 8 << 20), model=model))
 
 
 def _greedy(n: int, **kw) -> engine_pb2.SamplingParams:
     return engine_pb2.SamplingParams(temperature=0.0, max_tokens=n, ignore_eos=True, **kw)
 
 
-def _collect(stub, prompt, sampling, request_id="r"):
-    msgs = list(stub.Generate(pb.GenerateRequest(request_id=request_id, prompt_token_ids=prompt, sampling=sampling)))
+def _collect(stub, prompt, sampling, request_id="r", model=""):
+    msgs = list(stub.Generate(pb.GenerateRequest(request_id=request_id, prompt_token_ids=prompt, sampling=sampling, model=model)))
     return [t for m in msgs for t in m.token_ids], msgs
 
 
@@ -160,7 +160,7 @@ def test_errors(worker, tiny_checkpoints, tmp_path):
     assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     with pytest.raises(grpc.RpcError) as e:
         _load_folder(worker.stub, tiny_checkpoints["llama"])
-    assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION  # one model at a time
+    assert e.value.code() == grpc.StatusCode.ALREADY_EXISTS  # a second model needs another name
 
 
 def test_unload_then_load_folder_then_bad_checkpoints(worker, tiny_checkpoints, tmp_path):
@@ -183,6 +183,42 @@ def test_unload_then_load_folder_then_bad_checkpoints(worker, tiny_checkpoints, 
             index=index, memory=engine_pb2.MemoryDescriptor(folder=engine_pb2.CheckpointFolder(path=str(folder))),
             config_json='{"architectures": ["GPT2LMHeadModel"]}'))
     assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_several_models_by_name(worker, tiny_checkpoints):
+    """Three models side by side: Generate routes by name, Unload of one leaves another's stream intact."""
+    stub = worker.stub
+    stub.Unload(pb.UnloadRequest())
+    names = {arch: f"tiny-{arch}@main" for arch in ("llama", "mistral", "qwen2")}
+    for arch, name in names.items():
+        r = _load_folder(stub, tiny_checkpoints[arch], model=name, kv=1 << 20)
+        assert r.model == name and r.kv_blocks_floor > 0
+    alone = {arch: _collect(stub, PROMPTS[1], _greedy(10), model=name)[0] for arch, name in names.items()}
+    assert len({tuple(v) for v in alone.values()}) == 3  # different weights, different tokens
+    for code, model in ((grpc.StatusCode.INVALID_ARGUMENT, ""), (grpc.StatusCode.NOT_FOUND, "nope@main")):
+        with pytest.raises(grpc.RpcError) as e:
+            _collect(stub, PROMPTS[0], _greedy(2), model=model)
+        assert e.value.code() == code
+    with pytest.raises(grpc.RpcError) as e:
+        _load_folder(stub, tiny_checkpoints["llama"], model=names["llama"])
+    assert e.value.code() == grpc.StatusCode.ALREADY_EXISTS
+    s = stub.GetStats(pb.GetStatsRequest())
+    assert sorted(m.model for m in s.models) == sorted(names.values())
+    assert all(m.generated_tokens == 10 and m.block_size == 16 and m.max_model_len > 0 for m in s.models)
+    assert s.generated_tokens == 30 and s.kv_pool_bytes > 0 and s.kv_page_bytes > 0
+    call = stub.Generate(pb.GenerateRequest(request_id="keeps", prompt_token_ids=PROMPTS[1], sampling=_greedy(40), model=names["mistral"]))
+    it = iter(call)
+    got = list(next(it).token_ids)
+    assert stub.Unload(pb.UnloadRequest(model=names["llama"])).bytes_freed > 0
+    assert stub.Unload(pb.UnloadRequest(model=names["llama"])).bytes_freed == 0  # already gone
+    got += [t for m in it for t in m.token_ids]
+    assert got[:10] == alone["mistral"] and len(got) == 40
+    with pytest.raises(grpc.RpcError) as e:
+        _collect(stub, PROMPTS[0], _greedy(2), model=names["llama"])
+    assert e.value.code() == grpc.StatusCode.NOT_FOUND
+    assert sorted(m.model for m in stub.GetStats(pb.GetStatsRequest()).models) == [names["mistral"], names["qwen2"]]
+    stub.Unload(pb.UnloadRequest())
+    assert not stub.GetStats(pb.GetStatsRequest()).models
 
 
 def test_sigterm_exits_cleanly(worker, tiny_checkpoints):

@@ -22,6 +22,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--block-size", type=int, default=16, help="tokens per KV cache block (default 16)")
     p.add_argument("--kv-cache-bytes", type=int, default=0, help="KV cache size when LoadWeights gives none (default: "
                    "GPU: free memory x utilisation minus 2 GiB; CPU: 512 MiB)")
+    p.add_argument("--kv-pool-bytes", type=int, default=0, help="KV cache memory shared by every model of this worker "
+                   "(default: CUDA min(20 GiB, a quarter of device memory); CPU 512 MiB)")
+    p.add_argument("--kv-page-bytes", type=int, default=0, help="bytes of one KV pool page, which holds one KV block of any "
+                   "model (default: CUDA 2 MiB; CPU 64 KiB)")
+    p.add_argument("--max-total-seqs", type=int, default=256, help="sequences batched at once over all models (default 256)")
     p.add_argument("--gpu-memory-utilization", type=float, default=0.9, help="share of GPU memory the worker may use (default 0.9)")
     p.add_argument("--no-cuda-graphs", action="store_true", help="run decode steps eagerly on CUDA")
     p.add_argument("--graph-max-batch", type=int, default=64, help="largest batch with a captured decode graph (default 64)")
@@ -92,6 +97,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         verify_checksums=not args.no_verify_checksums,
         gpu_memory_utilization=args.gpu_memory_utilization,
         kv_cache_bytes=args.kv_cache_bytes,
+        kv_pool_bytes=args.kv_pool_bytes,
+        kv_page_bytes=args.kv_page_bytes,
+        max_total_seqs=args.max_total_seqs,
         warm_model=not args.no_warm_model,
     )
     try:

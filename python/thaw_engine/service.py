@@ -50,6 +50,7 @@ def load_request_from_proto(request: engine_service_pb2.LoadWeightsRequest) -> L
         dtype=request.dtype,
         max_model_len=request.max_model_len,
         kv_cache_bytes=request.kv_cache_bytes,
+        model=request.model,
     )
     if which == "host":
         req.host_path, req.host_offset, req.host_length = mem.host.path, mem.host.offset, mem.host.length
@@ -109,7 +110,7 @@ class EngineServicer(engine_service_pb2_grpc.EngineServiceServicer):
 
     async def AllocateWeights(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
-            alloc = await asyncio.to_thread(self.worker.allocate, int(request.bytes))
+            alloc = await asyncio.to_thread(self.worker.allocate, int(request.bytes), request.model)
         except LoadError as e:
             await context.abort(_status(e.code), str(e))
         return engine_service_pb2.AllocateWeightsResponse(
@@ -143,13 +144,15 @@ class EngineServicer(engine_service_pb2_grpc.EngineServiceServicer):
                 kv_blocks=loaded.runner.num_blocks - 1,
                 block_size=loaded.runner.block_size,
                 device=str(self.worker.device),
+                model=loaded.name,
+                kv_blocks_floor=loaded.floor_blocks,
             )
 
     async def Generate(self, request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-        loaded = self.worker.loaded
-        if loaded is None:
-            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "no model is loaded")
-        assert loaded is not None
+        try:
+            loaded = self.worker.get(request.model)
+        except LoadError as e:
+            await context.abort(_status(e.code), str(e))
         engine = loaded.engine
         options = SamplingOptions.from_proto(request.sampling if request.HasField("sampling") else None, loaded.cfg.eos_token_ids)
         queue: asyncio.Queue[Event] = asyncio.Queue()
@@ -186,13 +189,32 @@ class EngineServicer(engine_service_pb2_grpc.EngineServiceServicer):
             device_memory_total=int(s.get("device_memory_total", 0)),
             generated_tokens=int(s.get("generated_tokens", 0)),
             pid=int(s["pid"]),
+            kv_pool_bytes=int(s.get("kv_pool_bytes", 0)),
+            kv_page_bytes=int(s.get("kv_page_bytes", 0)),
+            weights_budget_bytes=int(s.get("weights_budget_bytes", 0)),
         )
         ref = s.get("ref")
         if isinstance(ref, checkpoint_pb2.CheckpointRef):
             msg.model.CopyFrom(ref)
+        for m in s.get("models", []):
+            ms = msg.models.add(
+                model=m["model"],
+                running=int(m["running"]),
+                waiting=int(m["waiting"]),
+                kv_blocks_used=int(m["kv_blocks_used"]),
+                kv_blocks_cached=int(m["kv_blocks_cached"]),
+                kv_blocks_floor=int(m["kv_blocks_floor"]),
+                prefix_hit_rate=float(m["prefix_hit_rate"]),
+                generated_tokens=int(m["generated_tokens"]),
+                weight_bytes=int(m["weight_bytes"]),
+                preemptions=int(m["preemptions"]),
+                block_size=int(m["block_size"]),
+                max_model_len=int(m["max_model_len"]),
+            )
+            ms.ref.CopyFrom(m["ref"])
         return msg
 
     async def Unload(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         async with self._load_lock:
-            freed = await asyncio.to_thread(self.worker.unload)
+            freed = await asyncio.to_thread(self.worker.unload, request.model)
         return engine_service_pb2.UnloadResponse(bytes_freed=freed)

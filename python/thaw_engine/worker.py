@@ -1,4 +1,4 @@
-"""The worker's state: one device, at most one model, device allocations exported to the agent."""
+"""The worker's state: one device, the models loaded on it (by name), device allocations exported to the agent."""
 
 from __future__ import annotations
 
@@ -46,6 +46,9 @@ class WorkerOptions:
     kv_cache_bytes: int = 0  # default when LoadWeights gives 0; 0 = automatic
     warm_model: bool = True  # CUDA: run a synthetic one-layer model at start to load kernels
     cpu_kv_cache_bytes: int = 512 << 20
+    kv_pool_bytes: int = 0  # KV memory shared by all models; 0 = automatic
+    kv_page_bytes: int = 0  # bytes of one pool page (one KV block of any model); 0 = automatic
+    max_total_seqs: int = 256  # sequences batched at once, all models together
 
 
 @dataclass
@@ -64,6 +67,7 @@ class LoadRequest:
     dtype: str = ""
     max_model_len: int = 0
     kv_cache_bytes: int = 0
+    model: str = ""  # name inside the worker; empty = "<model_id>@<revision>"
 
 
 @dataclass
@@ -79,18 +83,40 @@ class LoadedModel:
     dtype: torch.dtype
     seconds: float
     allocation_id: str = ""
+    name: str = ""
+    floor_blocks: int = 0
 
 
 class Worker:
-    """Device, allocations and the loaded model."""
+    """Device, allocations and the models loaded on it, by name."""
 
     def __init__(self, options: WorkerOptions) -> None:
         self.options = options
         self.device = torch.device(options.device)
         self.allocations: dict[str, Any] = {}
-        self.loaded: Optional[LoadedModel] = None
+        self.allocation_model: dict[str, str] = {}  # allocation id -> the model it was made for
+        self.models: dict[str, LoadedModel] = {}
         self._lock = threading.Lock()
         self.kernels_warm = False  # the synthetic model ran at start (warm_up)
+
+    @property
+    def loaded(self) -> Optional[LoadedModel]:
+        """The first loaded model (single-model callers)."""
+        return next(iter(self.models.values()), None)
+
+    def get(self, name: str) -> LoadedModel:
+        """The model of that name; an empty name means the only one loaded."""
+        models = self.models
+        if not name:
+            if not models:
+                raise LoadError("no model is loaded", "FAILED_PRECONDITION")
+            if len(models) > 1:
+                raise LoadError(f"{len(models)} models are loaded ({', '.join(sorted(models))}): name one", "INVALID_ARGUMENT")
+            return next(iter(models.values()))
+        lm = models.get(name)
+        if lm is None:
+            raise LoadError(f"no model {name!r} is loaded", "NOT_FOUND")
+        return lm
 
     # ---- start -------------------------------------------------------------------------------
 
@@ -148,7 +174,7 @@ class Worker:
 
     # ---- allocations -------------------------------------------------------------------------
 
-    def allocate(self, nbytes: int) -> Any:
+    def allocate(self, nbytes: int, model: str = "") -> Any:
         """A device buffer of at least nbytes with an IPC handle (CUDA only)."""
         if self.device.type != "cuda":
             raise LoadError("AllocateWeights needs a CUDA device; this worker runs on CPU (use host memory)", "FAILED_PRECONDITION")
@@ -164,6 +190,7 @@ class Worker:
         except CudaError as e:
             raise LoadError(str(e), "RESOURCE_EXHAUSTED" if "memory" in str(e) else "INTERNAL") from e
         self.allocations[alloc.allocation_id] = alloc
+        self.allocation_model[alloc.allocation_id] = model
         log.info("allocated %d bytes on %s as %s", alloc.nbytes, self.device, alloc.allocation_id)
         return alloc
 
@@ -202,11 +229,11 @@ class Worker:
         """Builds the model on the weights the request points at. With start_engine the step loop
         thread starts (and warms up) before this returns; without, the caller drives the engine."""
         with self._lock:
-            if self.loaded is not None:
-                raise LoadError("a model is already loaded; Unload it first", "FAILED_PRECONDITION")
             t0 = time.perf_counter()
-            cfg = parse_config(req.config_json)
             index = req.index
+            if req.model and req.model in self.models:
+                raise LoadError(f"a model named {req.model!r} is already loaded", "ALREADY_EXISTS")
+            cfg = parse_config(req.config_json)
             alloc_id = ""
             if req.location == "host":
                 weights = load_from_host(index, req.host_path, req.host_offset, req.host_length, req.chunk_offsets, self.device)
@@ -227,7 +254,10 @@ class Worker:
             else:
                 raise LoadError("LoadWeights needs a memory location (host, device or folder)")
             t_weights = time.perf_counter()
+            name = req.model or model_name(index.ref)
             try:
+                if name in self.models:
+                    raise LoadError(f"a model named {name!r} is already loaded", "ALREADY_EXISTS")
                 dtype = self._compute_dtype(req, index)
                 elsize = torch.empty((), dtype=dtype).element_size()
                 kv_bytes = self._kv_bytes(req, cfg, dtype, weights.nbytes)
@@ -284,14 +314,15 @@ class Worker:
                 weights.release()
                 raise
             seconds = time.perf_counter() - t0
-            self.loaded = LoadedModel(index.ref, cfg, weights, model, runner, engine, dtype, seconds, alloc_id)
+            lm = LoadedModel(index.ref, cfg, weights, model, runner, engine, dtype, seconds, alloc_id, name, num_blocks - 1)
+            self.models[name] = lm
             prev, parts = t0, []
             for name, t in marks:
                 parts.append(f"{name} {t - prev:.3f} s")
                 prev = t
             log.info(
                 "loaded %s (%s, %s, %s) from %s in %.3f s (%s); %d KV blocks of %d, max_model_len %d",
-                index.ref.model_id or "model",
+                name,
                 cfg.architecture,
                 dtype,
                 self.device,
@@ -302,7 +333,7 @@ class Worker:
                 self.options.block_size,
                 max_len,
             )
-            return self.loaded
+            return lm
 
     @torch.no_grad()
     def _warm(self, engine: Engine, light: bool = False) -> None:
@@ -345,25 +376,33 @@ class Worker:
 
     # ---- unload -------------------------------------------------------------------------------
 
-    def unload(self) -> int:
-        """Drops the model, its KV cache and every device allocation; bytes released."""
+    def unload(self, name: str = "") -> int:
+        """Drops one model (its sequences end with ABORT), its KV cache and its device allocations;
+        an empty name drops every model and allocation. Bytes released (0 when nothing had that name)."""
         with self._lock:
             freed = 0
-            lm = self.loaded
-            self.loaded = None
-            if lm is not None:
+            names = [name] if name else list(self.models)
+            alloc_ids = [a for a, m in self.allocation_model.items() if not name or m == name]
+            for n in names:
+                lm = self.models.pop(n, None)
+                if lm is None:
+                    continue
                 lm.engine.stop(abort_all=True)
                 freed += lm.runner.kv_bytes + lm.model.converted_bytes
                 if lm.weights.source != "device":
                     freed += lm.weights.nbytes
+                elif lm.allocation_id and lm.allocation_id not in alloc_ids:
+                    alloc_ids.append(lm.allocation_id)
                 lm.runner.release()
                 lm.weights.release()
                 del lm
-                gc.collect()
-            for aid in list(self.allocations):
-                alloc = self.allocations.pop(aid)
-                freed += alloc.nbytes
-                alloc.free()
+            gc.collect()
+            for aid in alloc_ids:
+                alloc = self.allocations.pop(aid, None)
+                self.allocation_model.pop(aid, None)
+                if alloc is not None:
+                    freed += alloc.nbytes
+                    alloc.free()
             if self.device.type == "cuda":
                 torch.cuda.synchronize(self.device)
                 torch.cuda.empty_cache()
@@ -379,20 +418,46 @@ class Worker:
     # ---- statistics -------------------------------------------------------------------------
 
     def stats(self) -> dict[str, Any]:
-        """GetStats' figures."""
+        """GetStats' figures: the device, totals and one entry per model."""
         out: dict[str, Any] = {"device": str(self.device), "pid": os.getpid()}
-        lm = self.loaded
-        if lm is not None:
-            out.update(lm.engine.stats())
-            out["ref"] = lm.ref
+        models = list(self.models.values())
+        per_model = []
+        for lm in models:
+            st = lm.engine.stats()
+            st.update(
+                model=lm.name,
+                ref=lm.ref,
+                kv_blocks_cached=len(lm.engine.blocks.cached),
+                kv_blocks_floor=lm.floor_blocks,
+                weight_bytes=lm.weights.nbytes + lm.model.converted_bytes,
+                block_size=lm.runner.block_size,
+                max_model_len=lm.runner.max_model_len,
+                prompt_tokens=lm.engine.prompt_tokens_total,
+                cached_tokens=lm.engine.cached_tokens_total,
+            )
+            per_model.append(st)
+        out["models"] = per_model
+        for key in ("running", "waiting", "kv_blocks_total", "kv_blocks_used", "generated_tokens"):
+            out[key] = sum(int(m[key]) for m in per_model)
+        prompt = sum(m["prompt_tokens"] for m in per_model)
+        out["prefix_hit_rate"] = sum(m["cached_tokens"] for m in per_model) / prompt if prompt else 0.0
+        if models:
+            out["ref"] = models[0].ref
+        out["kv_pool_bytes"] = sum(lm.runner.kv_bytes for lm in models)
+        out["kv_page_bytes"] = models[0].runner.kv_bytes // max(1, models[0].runner.num_blocks) if models else 0
+        out["weights_budget_bytes"] = 0
         if self.device.type == "cuda":
             raw = sum(a.nbytes for a in self.allocations.values())
+            total = torch.cuda.get_device_properties(self.device).total_memory
             out["device_memory_used"] = torch.cuda.memory_reserved(self.device) + raw
-            out["device_memory_total"] = torch.cuda.get_device_properties(self.device).total_memory
+            out["device_memory_total"] = total
+            out["weights_budget_bytes"] = max(0, int(total * self.options.gpu_memory_utilization) - out["kv_pool_bytes"] - (2 << 30))
         else:
-            used = 0
-            if lm is not None:
-                used = lm.runner.kv_bytes + lm.model.converted_bytes
-            out["device_memory_used"] = used
+            out["device_memory_used"] = sum(lm.runner.kv_bytes + lm.model.converted_bytes for lm in models)
             out["device_memory_total"] = 0
         return out
+
+
+def model_name(ref: checkpoint_pb2.CheckpointRef) -> str:
+    """The default name of a model inside the worker: "<model_id>@<revision>" (the agent's model key)."""
+    return f"{ref.model_id or 'model'}@{ref.revision or 'main'}"
