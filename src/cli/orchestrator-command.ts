@@ -19,9 +19,9 @@ reflection) on one port. Agents register themselves by heartbeat (thaw agent --s
   --converter HOST:PORT       ConverterService used to convert models on their first request
   --model ID[=SOURCE]         register a model at start unless registered (repeatable; SOURCE: Hub id or folder)
   --api-key KEY               API key required on /v1/* as Bearer (repeatable; also THAW_API_KEYS, comma-separated)
-  --alpha A --beta B --gamma G --delta D
+  --alpha A --beta B --gamma G --delta D --epsilon E
                               placement weights: score = A·cache_level − B·kv_hit_rate + G·queue_len + D·size/bandwidth
-                              (defaults ${DEFAULT_WEIGHTS.alpha}, ${DEFAULT_WEIGHTS.beta}, ${DEFAULT_WEIGHTS.gamma}, ${DEFAULT_WEIGHTS.delta})
+                              + E·eviction_bytes/dram_bandwidth (defaults ${DEFAULT_WEIGHTS.alpha}, ${DEFAULT_WEIGHTS.beta}, ${DEFAULT_WEIGHTS.gamma}, ${DEFAULT_WEIGHTS.delta}, ${DEFAULT_WEIGHTS.epsilon})
   --heartbeat-interval MS     interval agents are asked to heartbeat at (default ${DEFAULT_SCHEDULER_OPTIONS.heartbeatIntervalMs})
   --agent-expiry MS           an agent silent this long is not placed on (default 3 intervals + 500)
   --keep-alive SECONDS        unload a model idle on a GPU this long (default ${DEFAULT_SCHEDULER_OPTIONS.keepAliveSeconds}; per model: thaw models add --keep-alive)
@@ -29,6 +29,8 @@ reflection) on one port. Agents register themselves by heartbeat (thaw agent --s
   --max-queue N               requests that may queue; beyond, 429 with Retry-After (default ${DEFAULT_MAX_QUEUE})
   --max-attempts N            tries per choice when it fails before its first token (default ${DEFAULT_SCHEDULER_OPTIONS.maxAttempts})
   --agent-wait MS             how long a request waits for an agent when none is live (default ${DEFAULT_SCHEDULER_OPTIONS.agentWaitMs})
+  --progress-timeout MS       a LoadModel or DownloadChunks with no progress this long is aborted, its agent kept
+                              suspect as long again and the request retried elsewhere (default ${DEFAULT_SCHEDULER_OPTIONS.progressTimeoutMs})
 Environment: THAW_INTERNAL_TOKEN (required on RPCs, sent to agents and the converter), THAW_API_KEYS.`;
 
 export const ORCHESTRATOR_OPTIONS = {
@@ -41,6 +43,7 @@ export const ORCHESTRATOR_OPTIONS = {
   beta: { type: "string" },
   gamma: { type: "string" },
   delta: { type: "string" },
+  epsilon: { type: "string" },
   "heartbeat-interval": { type: "string" },
   "agent-expiry": { type: "string" },
   "keep-alive": { type: "string" },
@@ -48,6 +51,7 @@ export const ORCHESTRATOR_OPTIONS = {
   "max-queue": { type: "string" },
   "max-attempts": { type: "string" },
   "agent-wait": { type: "string" },
+  "progress-timeout": { type: "string" },
   help: { type: "boolean", short: "h" },
 } as const;
 
@@ -86,6 +90,7 @@ export function orchestratorFlags(values: Record<string, unknown>) {
       beta: numberFlag(values.beta, "beta"),
       gamma: numberFlag(values.gamma, "gamma"),
       delta: numberFlag(values.delta, "delta"),
+      epsilon: numberFlag(values.epsilon, "epsilon"),
     },
     heartbeatIntervalMs: numberFlag(values["heartbeat-interval"], "heartbeat-interval", { min: 10, integer: true }),
     agentExpiryMs: numberFlag(values["agent-expiry"], "agent-expiry", { min: 10, integer: true }),
@@ -94,6 +99,7 @@ export function orchestratorFlags(values: Record<string, unknown>) {
     maxQueue: numberFlag(values["max-queue"], "max-queue", { integer: true }),
     maxAttempts: numberFlag(values["max-attempts"], "max-attempts", { min: 1, integer: true }),
     agentWaitMs: numberFlag(values["agent-wait"], "agent-wait", { integer: true }),
+    progressTimeoutMs: numberFlag(values["progress-timeout"], "progress-timeout", { min: 1, integer: true }),
     token: INTERNAL_TOKEN,
   };
 }

@@ -37,8 +37,9 @@ With no model registered and no --model, makes the tiny demo model and registers
   --disk-bytes SIZE           the agent's disk tier budget (default 64G)
   --converter-port PORT       port of the converter (default: a free one)
   --agent-port PORT           port of the agent (default: a free one)
-  Scheduler flags of 'thaw orchestrator' apply too: --alpha … --delta, --keep-alive, --max-queue,
-  --max-inflight-per-agent, --max-attempts, --heartbeat-interval, --agent-expiry, --agent-wait.`;
+  Scheduler flags of 'thaw orchestrator' apply too: --alpha … --epsilon, --keep-alive, --max-queue,
+  --max-inflight-per-agent, --max-attempts, --heartbeat-interval, --agent-expiry, --agent-wait,
+  --progress-timeout.`;
 
 export const TINY_MODEL_ID = "tiny";
 
@@ -183,6 +184,7 @@ export async function main(args: string[]): Promise<void> {
       maxQueue: flags.maxQueue,
       maxAttempts: flags.maxAttempts,
       agentWaitMs: flags.agentWaitMs,
+      progressTimeoutMs: flags.progressTimeoutMs,
     },
   });
   const model = system.orchestrator.scheduler.listModels()[0]?.spec?.id ?? TINY_MODEL_ID;
