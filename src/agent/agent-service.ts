@@ -19,10 +19,10 @@ import { checkFileName } from "../checkpoint/model-key.js";
 import { INDEX_FILE } from "../store/store.js";
 import type { ChunkProgress } from "./chunk-download.js";
 import type { DiskTier } from "./disk-tier.js";
-import type { EngineSupervisor } from "./engine-supervisor.js";
-import type { ExternalRuntime } from "./external-runtime.js";
-import { type InferResponseInit, inferOnEngine, inferOnExternal } from "./inference.js";
-import { type LoadProgress, type ModelLoader, refKey } from "./model-loader.js";
+import type { ExternalModels } from "./external-models.js";
+import type { GpuTier } from "./gpu-tier.js";
+import { type InferResponseInit, inferOnEngine, inferOnExternal, notLoaded } from "./inference.js";
+import { type LoadProgress, type LoadResult, type ModelLoader, normalRef, refKey } from "./model-loader.js";
 import { pushStream } from "../shared/push-stream.js";
 import type { RequestCounter } from "./request-counter.js";
 
@@ -32,8 +32,8 @@ export const READ_CHUNK_PIECE = 1 << 20;
 export interface AgentServiceDeps {
   loader: ModelLoader;
   disk: DiskTier;
-  engines: EngineSupervisor;
-  external: Map<string, ExternalRuntime>;
+  gpu: GpuTier;
+  external: ExternalModels;
   requests: RequestCounter;
   status(): AgentStatus;
   log: (line: string) => void;
@@ -126,12 +126,15 @@ export class AgentServiceImpl implements ServiceImpl<typeof AgentService> {
   }
 
   async *loadModel(request: LoadModelRequest, ctx: HandlerContext): AsyncGenerator<LoadModelInit> {
-    const ref = request.ref;
-    refKey(ref);
-    let result: Awaited<ReturnType<ModelLoader["load"]>> | undefined;
+    const key = refKey(request.ref);
+    const ref = normalRef(request.ref!);
+    const { external } = this.deps;
+    if (request.launchCommand.length > 0) external.register(ref, key, request.launchCommand);
+    let result: LoadResult | undefined;
     const progress = pushStream<LoadProgress>(async (emit) => {
-      const options = { peers: request.peers, maxModelLen: request.maxModelLen, launchCommand: request.launchCommand };
-      result = await this.deps.loader.load(ref!, options, emit, ctx.signal);
+      result = external.has(key)
+        ? await external.load(key)
+        : await this.deps.loader.load(ref, { peers: request.peers, maxModelLen: request.maxModelLen }, emit, ctx.signal);
     }, ctx.signal);
     for await (const p of progress) yield loadMessage(p);
     const r = result!;
@@ -144,30 +147,30 @@ export class AgentServiceImpl implements ServiceImpl<typeof AgentService> {
       seconds: r.seconds,
       bytesDone: BigInt(r.bytes),
       bytesTotal: BigInt(r.bytes),
+      evicted: r.evicted,
+      device: r.device,
     };
   }
 
   async unloadModel(request: UnloadModelRequest) {
+    const key = refKey(request.ref);
+    if (this.deps.external.has(key)) return { unloaded: await this.deps.external.stop(key) };
     return { unloaded: await this.deps.loader.unload(request.ref!, request.downTo) };
   }
 
+  /** Serves a model that is resident; never loads one (the scheduler owns loads). */
   async *infer(request: InferRequest, ctx: HandlerContext): AsyncGenerator<InferResponseInit> {
-    const ref = request.ref;
-    const key = refKey(ref);
+    const key = refKey(request.ref);
     const done = this.deps.requests.begin(key);
     try {
-      // A model evicted for another between its load and this request's start is loaded again.
-      for (let attempt = 0; ; attempt++) {
-        await this.deps.loader.load(ref!, {}, undefined, ctx.signal);
-        const external = this.deps.external.get(key);
-        if (external !== undefined) {
-          yield* inferOnExternal(external, request, ctx.signal);
-          return;
-        }
-        if (this.deps.engines.find(key) === undefined && attempt < 2) continue;
-        yield* inferOnEngine(this.deps.engines, key, this.deps.loader.text(key), request, ctx.signal);
+      if (this.deps.external.has(key)) {
+        const runtime = this.deps.external.running(key);
+        if (runtime === undefined) throw notLoaded(key);
+        yield* inferOnExternal(runtime, request, ctx.signal);
         return;
       }
+      if (this.deps.gpu.find(key) === undefined) throw notLoaded(key);
+      yield* inferOnEngine(this.deps.gpu, key, this.deps.loader.text(key), request, ctx.signal);
     } finally {
       done();
     }

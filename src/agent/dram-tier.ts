@@ -18,9 +18,20 @@ export interface DramEntry {
 }
 
 export interface DramTierOptions {
-  /** Frees pool space held by something else (an engine serving a model from the pool); true if it freed any. */
-  reclaim?: () => Promise<boolean>;
+  /**
+   * Frees pool space held by something else (a CPU engine serving a model straight from the pool):
+   * `inUse(key)` tells which models hold their region; true if it freed any.
+   */
+  reclaim?: (inUse: (key: string) => boolean) => Promise<boolean>;
   onEvict?: (key: string, bytes: number) => void;
+}
+
+/** FAILED_PRECONDITION for a model that can never pass through the pool. */
+export function tooLargeForPool(bytes: number, poolBytes: number, key = "the model"): ConnectError {
+  return new ConnectError(
+    `${key} needs ${bytes} bytes of the pinned pool, which holds ${poolBytes} bytes (--dram-bytes); it cannot be loaded on this agent`,
+    Code.FailedPrecondition,
+  );
 }
 
 export class DramTier {
@@ -33,10 +44,6 @@ export class DramTier {
     readonly pool: PinnedPool | undefined,
     private readonly options: DramTierOptions = {},
   ) {}
-
-  set reclaim(fn: (() => Promise<boolean>) | undefined) {
-    this.options.reclaim = fn;
-  }
 
   get(key: string): DramEntry | undefined {
     return this.entries.get(key);
@@ -57,9 +64,8 @@ export class DramTier {
    */
   async allocate(bytes: number): Promise<PoolRegion> {
     const pool = this.requirePool();
-    if (bytes > pool.bytes) {
-      throw new ConnectError(`a ${bytes}-byte model does not fit the ${pool.bytes}-byte pinned pool (--dram-bytes)`, Code.ResourceExhausted);
-    }
+    // Never fits, whatever leaves: a clear refusal (not "busy, retry"), before anything is evicted.
+    if (bytes > pool.bytes) throw tooLargeForPool(bytes, pool.bytes);
     for (;;) {
       const region = pool.tryAllocate(bytes);
       if (region !== undefined) {
@@ -67,7 +73,7 @@ export class DramTier {
         return region;
       }
       if (this.evictOne()) continue;
-      if (this.options.reclaim !== undefined && (await this.options.reclaim())) continue;
+      if (this.options.reclaim !== undefined && (await this.options.reclaim((key) => (this.entries.get(key)?.uses ?? 0) > 0))) continue;
       const stats = pool.stats();
       throw new ConnectError(
         `the pinned pool has no room for ${bytes} bytes (largest free extent ${stats.largestFree} of ${stats.bytes}); every model in it is in use`,

@@ -1,13 +1,16 @@
-// One engine worker process (python -m thaw_engine) and the agent's view of it: its state, the
-// model it serves, the Infer streams running on it, and an EngineService client over its socket.
+// One engine worker process (python -m thaw_engine) and the agent's view of it: whether it is up,
+// the models resident in it, and an EngineService client over its socket. One worker per device
+// hosts many models; loads in progress belong to the GPU tier, which counts them here only so that
+// a worker busy loading is not mistaken for a hung one.
 import { type ChildProcess, spawn } from "node:child_process";
 import { createInterface } from "node:readline";
 import path from "node:path";
 import type { Client } from "@connectrpc/connect";
 import { Code, ConnectError } from "@connectrpc/connect";
-import type { CheckpointRef } from "../gen/thaw/checkpoint/v1/checkpoint_pb.js";
 import { EngineState } from "../gen/thaw/agent/v1/agent_pb.js";
+import type { ModelStats } from "../gen/thaw/engine/v1/engine_pb.js";
 import { EngineService, type GetStatsResponse } from "../gen/thaw/engine/v1/engine_service_pb.js";
+import type { ResidentModel } from "./resident-model.js";
 import { unixClient } from "./rpc-clients.js";
 
 /** How to start a worker. */
@@ -18,36 +21,26 @@ export interface EngineLaunch {
   pythonPath: string[];
   /** Folder for the workers' unix sockets. */
   socketDir: string;
-  /** Extra arguments for every worker (e.g. --kv-cache-bytes, --threads). */
+  /** Extra arguments for every worker (e.g. --kv-pool-bytes, --threads). */
   args: string[];
   /** Longest a worker may take to report ready, in milliseconds. */
   startTimeoutMs: number;
   log: (line: string) => void;
 }
 
-/** A model served by a worker. */
-export interface ResidentModel {
-  key: string;
-  ref: CheckpointRef;
-  bytes: number;
-  loadedAt: number;
-  lastUsed: number;
-  /** Gives back what the engine holds of other tiers (the DRAM region a CPU engine maps). */
-  release: () => void;
-}
-
 export class EngineWorker {
-  state = EngineState.STARTING;
-  model: ResidentModel | undefined;
-  /** Infer streams running on this worker; aborted with the reason when the worker dies. */
-  readonly streams = new Set<AbortController>();
-  stats: GetStatsResponse | undefined;
-  healthFailures = 0;
   readonly client: Client<typeof EngineService>;
   readonly socket: string;
+  /** Resolves once the worker is up and answered its first GetStats (its budget is known). */
   readonly ready: Promise<void>;
   readonly exited: Promise<void>;
-  exitReason: string | undefined;
+  private started = false;
+  private failed = false;
+  private exitWhy: string | undefined;
+  private readonly resident = new Map<string, ResidentModel>();
+  private loadsRunning = 0;
+  private lastStats: GetStatsResponse | undefined;
+  private missedChecks = 0;
   private readonly child: ChildProcess;
   private readonly closeClient: () => void;
   private readonly stderrTail: string[] = [];
@@ -78,18 +71,18 @@ export class EngineWorker {
     });
     this.exited = new Promise((resolve) => {
       this.child.once("exit", (code, signal) => {
-        this.exitReason ??= signal !== null ? `killed by ${signal}` : `exited with status ${code}`;
-        this.state = EngineState.FAILED;
+        this.exitWhy ??= signal !== null ? `killed by ${signal}` : `exited with status ${code}`;
+        this.failed = true;
         this.closeClient();
         resolve();
       });
       this.child.once("error", (err) => {
-        this.exitReason = `could not start ${launch.python}: ${err.message}`;
-        this.state = EngineState.FAILED;
+        this.exitWhy = `could not start ${launch.python}: ${err.message}`;
+        this.failed = true;
         resolve();
       });
     });
-    this.ready = new Promise<void>((resolve, reject) => {
+    const announced = new Promise<void>((resolve, reject) => {
       const timer = setTimeout(() => {
         reject(new Error(`engine ${id} did not report ready within ${launch.startTimeoutMs} ms`));
         this.kill();
@@ -99,7 +92,6 @@ export class EngineWorker {
           const event = JSON.parse(line) as { event?: string };
           if (event.event === "ready") {
             clearTimeout(timer);
-            if (this.state === EngineState.STARTING) this.state = EngineState.IDLE;
             resolve();
           }
         } catch {
@@ -108,32 +100,124 @@ export class EngineWorker {
       });
       void this.exited.then(() => {
         clearTimeout(timer);
-        reject(new Error(`engine ${id} ${this.exitReason} before it was ready: ${this.stderrTail.slice(-3).join(" | ")}`));
+        reject(new Error(`engine ${id} ${this.exitWhy} before it was ready: ${this.stderrTail.slice(-3).join(" | ")}`));
       });
     });
+    this.ready = announced.then(async () => {
+      // The first figures (device memory, weights budget, KV pool) before anyone places a model here.
+      try {
+        this.recordStats(await this.client.getStats({}, { timeoutMs: 30_000 }));
+      } catch (err) {
+        if (this.failed) throw new Error(`engine ${id} ${this.exitWhy} before it was ready`);
+        launch.log(`engine ${id}: first GetStats failed (${(err as Error).message})`);
+      }
+      if (!this.failed) this.started = true;
+    });
     this.ready.catch(() => {});
+  }
+
+  /** STARTING until ready, then IDLE (no model) or SERVING (one or more), FAILED once it exited. */
+  get state(): EngineState {
+    if (this.failed) return EngineState.FAILED;
+    if (!this.started) return EngineState.STARTING;
+    return this.resident.size > 0 ? EngineState.SERVING : EngineState.IDLE;
+  }
+
+  /** Up and answering: models may be placed on it. */
+  get up(): boolean {
+    return this.started && !this.failed;
+  }
+
+  get alive(): boolean {
+    return !this.failed;
   }
 
   get pid(): number {
     return this.child.pid ?? 0;
   }
 
-  get alive(): boolean {
-    return this.state !== EngineState.FAILED;
+  get exitReason(): string | undefined {
+    return this.exitWhy;
+  }
+
+  /** The latest GetStats answer (health checks refresh it). */
+  get stats(): GetStatsResponse | undefined {
+    return this.lastStats;
+  }
+
+  /** The worker's own figures for one of its models. */
+  modelStats(key: string): ModelStats | undefined {
+    return this.lastStats?.models.find((m) => m.model === key);
+  }
+
+  recordStats(stats: GetStatsResponse): void {
+    this.lastStats = stats;
+    this.missedChecks = 0;
+  }
+
+  /** Counts a health check it did not answer; returns how many in a row. */
+  missedCheck(): number {
+    return ++this.missedChecks;
+  }
+
+  /** A load onto this worker is running (it may answer health checks late meanwhile). */
+  get loading(): boolean {
+    return this.loadsRunning > 0;
+  }
+
+  beginLoad(): () => void {
+    this.loadsRunning++;
+    let done = false;
+    return () => {
+      if (!done) this.loadsRunning--;
+      done = true;
+    };
+  }
+
+  models(): ResidentModel[] {
+    return [...this.resident.values()];
+  }
+
+  model(key: string): ResidentModel | undefined {
+    return this.resident.get(key);
+  }
+
+  /** Records a model its LoadWeights made ready. */
+  add(model: ResidentModel): void {
+    if (this.failed) throw this.deathError();
+    this.resident.set(model.key, model);
+  }
+
+  /** Forgets a model (after its Unload); the model if it was here. */
+  remove(key: string): ResidentModel | undefined {
+    const model = this.resident.get(key);
+    this.resident.delete(key);
+    return model;
+  }
+
+  /** After the process exited: every model is gone, its streams end with the worker's error. */
+  dropAll(): ResidentModel[] {
+    const lost = this.models();
+    this.resident.clear();
+    const error = this.deathError();
+    for (const model of lost) model.close(error);
+    return lost;
   }
 
   /** The error an Infer stream on this worker ends with once it has died. */
   deathError(): ConnectError {
-    return new ConnectError(`engine worker ${this.id} (pid ${this.pid}) ${this.exitReason ?? "failed"}; the request did not finish`, Code.Unavailable);
+    return new ConnectError(`engine worker ${this.id} (pid ${this.pid}) ${this.exitWhy ?? "failed"}; the request did not finish`, Code.Unavailable);
   }
 
-  kill(signal: NodeJS.Signals = "SIGKILL"): void {
+  /** Kills the process, recording why (the first reason given wins). */
+  kill(signal: NodeJS.Signals = "SIGKILL", why?: string): void {
+    if (why !== undefined) this.exitWhy ??= why;
     if (this.child.exitCode === null && this.child.signalCode === null) this.child.kill(signal);
   }
 
   /** SIGTERM, then SIGKILL after `graceMs`. */
   async stop(graceMs = 3000): Promise<void> {
-    this.exitReason ??= "stopped by the agent";
+    this.exitWhy ??= "stopped by the agent";
     this.kill("SIGTERM");
     const timer = setTimeout(() => this.kill("SIGKILL"), graceMs);
     await this.exited;

@@ -8,8 +8,8 @@ import type { InferRequest, InferResponseSchema } from "../gen/thaw/agent/v1/age
 import { FinishReason, type PositionLogprobs } from "../gen/thaw/engine/v1/engine_pb.js";
 import type { TokenOutputSchema } from "../gen/thaw/agent/v1/agent_pb.js";
 import { IncrementalDetokenizer } from "./detokenizer.js";
-import type { EngineSupervisor } from "./engine-supervisor.js";
 import type { ExternalRuntime } from "./external-runtime.js";
+import type { GpuTier } from "./gpu-tier.js";
 import type { ModelText } from "./model-text.js";
 import { StopStringMatcher } from "./stop-strings.js";
 
@@ -39,29 +39,32 @@ export function promptIds(request: InferRequest, text: ModelText | undefined): {
   }
 }
 
-/** Streams one completion from the engine worker serving the model. */
+/** The answer to Infer for a model that is not resident: loads are the scheduler's (LoadModel). */
+export function notLoaded(key: string): ConnectError {
+  return new ConnectError(`${key} is not loaded on this agent (LoadModel first)`, Code.FailedPrecondition);
+}
+
+/** Streams one completion from the engine worker the model is resident in. */
 export async function* inferOnEngine(
-  engines: EngineSupervisor,
+  gpu: GpuTier,
   key: string,
   text: ModelText | undefined,
   request: InferRequest,
   signal: AbortSignal,
 ): AsyncGenerator<InferResponseInit> {
-  const worker = engines.find(key);
-  if (worker === undefined || worker.model === undefined) {
-    throw new ConnectError(`${key} is no longer on an engine (unloaded meanwhile); try again`, Code.Unavailable);
-  }
   const prompt = promptIds(request, text);
   if (prompt.ids.length === 0) throw new ConnectError("the prompt is empty", Code.InvalidArgument);
   const sampling = { ...(request.sampling ?? {}) } as NonNullable<InferRequest["sampling"]>;
   const eos = sampling.eosTokenIds !== undefined && sampling.eosTokenIds.length > 0 ? sampling.eosTokenIds : (text?.eosTokenIds ?? []);
 
+  // Found and registered in one step, so that no eviction decision sees the model idle meanwhile.
+  const resident = gpu.find(key);
   const controller = new AbortController();
+  if (resident === undefined || !resident.model.openStream(controller)) throw notLoaded(key);
+  const { worker, model } = resident;
   const onAbort = (): void => controller.abort(signal.reason);
   if (signal.aborted) onAbort();
   signal.addEventListener("abort", onAbort, { once: true });
-  worker.streams.add(controller);
-  worker.model.lastUsed = Date.now();
   const detok = text?.hasTokenizer ? new IncrementalDetokenizer(text, prompt.ids, request.skipSpecialTokens) : undefined;
   const stops = new StopStringMatcher(request.stop, request.includeStopStrInOutput);
   let echo = request.echo ? prompt.text : "";
@@ -73,7 +76,7 @@ export async function* inferOnEngine(
   let engineFinished = false;
   try {
     const call = worker.client.generate(
-      { requestId: request.requestId, promptTokenIds: prompt.ids, sampling: { ...sampling, eosTokenIds: eos } },
+      { model: key, requestId: request.requestId, promptTokenIds: prompt.ids, sampling: { ...sampling, eosTokenIds: eos } },
       { signal: controller.signal },
     );
     for await (const step of call) {
@@ -138,11 +141,10 @@ export async function* inferOnEngine(
     throw e;
   } finally {
     signal.removeEventListener("abort", onAbort);
-    worker.streams.delete(controller);
-    if (worker.model !== undefined) worker.model.lastUsed = Date.now();
+    model.closeStream(controller);
     // Ends a Generate call still running (a stop string matched, or the consumer went away).
     if (!engineFinished) controller.abort();
-    engines.notify();
+    gpu.notify(); // a load waiting for room may evict this model now
   }
 }
 

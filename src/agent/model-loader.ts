@@ -1,9 +1,11 @@
 // The load path of DESIGN.md §4 through the agent's tiers:
 //   remote ──download──► disk ──native read (verified)──► pinned pool ──► engine
 // A load starts at the fastest tier that holds the model and moves it up, timing each tier;
-// concurrent loads of the same model share one flight. On CPU the engine maps the pool region
-// (zero copy); on a GPU the worker allocates device memory, exports a CUDA IPC handle and the
-// native module copies into it (straight from disk through the pool when the model is not in DRAM).
+// concurrent loads of the same model share one flight. Room on a device comes from the GPU tier
+// (which may evict idle models for it); a model that can never fit (the pinned pool, or any
+// device's budget) is refused before anything moves. On CPU the engine maps the pool region (zero
+// copy); on a GPU the worker allocates device memory, exports a CUDA IPC handle and the native
+// module copies into it (straight from disk through the pool when the model is not in DRAM).
 import { Code, ConnectError } from "@connectrpc/connect";
 import { create } from "@bufbuild/protobuf";
 import { type CheckpointIndex, type CheckpointRef, CheckpointRefSchema, type ChunkEntry } from "../gen/thaw/checkpoint/v1/checkpoint_pb.js";
@@ -15,10 +17,9 @@ import type { BandwidthMeter } from "./bandwidth.js";
 import type { ChunkDownloader, ChunkProgress } from "./chunk-download.js";
 import type { ChunkSource } from "./chunk-sources.js";
 import type { DiskTier } from "./disk-tier.js";
-import type { DramTier } from "./dram-tier.js";
-import type { EngineSupervisor } from "./engine-supervisor.js";
+import { type DramTier, tooLargeForPool } from "./dram-tier.js";
 import type { EngineWorker } from "./engine-worker.js";
-import { ExternalRuntime } from "./external-runtime.js";
+import type { GpuTier, Residence } from "./gpu-tier.js";
 import { ModelText } from "./model-text.js";
 import { SharedFlights } from "../shared/shared-flight.js";
 
@@ -43,35 +44,33 @@ export interface LoadResult {
   /** Bytes of the checkpoint (0 for an external runtime). */
   bytes: number;
   engineId: string;
+  /** Device it is resident on ("cuda:0", "cpu", "external"). */
+  device: string;
   startTier: Tier;
   timings: TierTime[];
+  /** Models evicted from the device to make room for it. */
+  evicted: CheckpointRef[];
   seconds: number;
 }
 
 export interface LoadOptions {
   peers?: readonly string[];
   maxModelLen?: number;
-  /** An external OpenAI-compatible runtime to start for the model (LoadModelRequest.launch_command). */
-  launchCommand?: readonly string[];
 }
 
 export interface LoaderDeps {
   disk: DiskTier;
   dram: DramTier;
-  engines: EngineSupervisor;
+  gpu: GpuTier;
   downloader: ChunkDownloader;
   /** Sources to fetch from, peers first. */
   sources(peers: readonly string[]): ChunkSource[];
   metrics: AgentMetrics;
   bandwidth: BandwidthMeter;
-  /** Models served by an external OpenAI-compatible runtime, by model key. */
-  external: Map<string, ExternalRuntime>;
-  /** Bytes of KV cache per engine load (0: the worker's default). */
-  kvCacheBytes?: number;
-  /** LoadModel may name a command to start (an external runtime); off unless the operator allows it. */
-  allowLaunch?: boolean;
   log: (line: string) => void;
 }
+
+type Progress = (tier: Tier, done: number, total: number) => void;
 
 export const TIER_LABEL: Record<Tier, TierLabel> = {
   [Tier.UNSPECIFIED]: "remote",
@@ -95,7 +94,8 @@ export function normalRef(ref: CheckpointRef): CheckpointRef {
 }
 
 export class ModelLoader {
-  private readonly flights = new SharedFlights<LoadProgress, LoadResult>();
+  // Abandoned loads stop where they wait (downloads, room on a device); a copy that has begun finishes.
+  private readonly flights = new SharedFlights<LoadProgress, LoadResult>("abort");
   /** What a load needs beyond the chunks, kept in memory (the disk copy may be evicted later). */
   private readonly meta = new Map<string, { index: CheckpointIndex; config: string; text: ModelText }>();
   private readonly refs = new Map<string, CheckpointRef>();
@@ -104,9 +104,7 @@ export class ModelLoader {
 
   /** The fastest tier that holds all of `key` (REMOTE when none does). */
   tierOf(key: string): Tier {
-    const ext = this.deps.external.get(key);
-    if (ext !== undefined) return ext.running ? Tier.GPU : Tier.REMOTE;
-    if (this.deps.engines.find(key) !== undefined) return Tier.GPU;
+    if (this.deps.gpu.find(key) !== undefined) return Tier.GPU;
     if (this.deps.dram.get(key) !== undefined) return Tier.DRAM;
     if (this.deps.disk.complete(key)) return Tier.DISK;
     return Tier.REMOTE;
@@ -122,80 +120,35 @@ export class ModelLoader {
     return this.meta.get(key)?.text;
   }
 
-  /** A load of `ref` is running. */
+  /** A load of `key` is running. */
   loading(key: string): boolean {
-    return this.flights.has(key);
+    return this.flights.has(key) || this.deps.gpu.loading(key);
   }
 
   /** Loads `ref` onto an engine (sharing a running load of the same model). */
   load(given: CheckpointRef, options: LoadOptions, onProgress?: (p: LoadProgress) => void, signal?: AbortSignal): Promise<LoadResult> {
     const key = refKey(given);
     const ref = normalRef(given);
-    if (options.launchCommand !== undefined && options.launchCommand.length > 0) this.registerExternal(ref, key, options.launchCommand);
-    const resident = this.residentResult(key);
+    const resident = this.deps.gpu.find(key);
     this.deps.metrics.lookup(resident !== undefined);
-    if (resident !== undefined) return Promise.resolve(resident);
-    return this.flights.run(key, (report) => this.doLoad(key, ref, options, report), onProgress, signal);
+    if (resident !== undefined) return Promise.resolve(residentResult(key, resident));
+    return this.flights.run(key, (report, abandoned) => this.doLoad(key, ref, options, report, abandoned), onProgress, signal);
   }
 
-  /** Serves `key` with an external runtime started with `command` (the first time it is named). */
-  private registerExternal(ref: CheckpointRef, key: string, command: readonly string[]): void {
-    if (!this.deps.allowLaunch) {
-      throw new ConnectError("this agent does not start external runtimes (start it with --allow-launch)", Code.PermissionDenied);
-    }
-    const existing = this.deps.external.get(key);
-    if (existing !== undefined) {
-      if (existing.config.command.join("\0") !== command.join("\0")) {
-        throw new ConnectError(`${key} already runs with another launch command; unload it first`, Code.FailedPrecondition);
-      }
-      return;
-    }
-    this.deps.external.set(key, new ExternalRuntime({ modelId: ref.modelId, revision: ref.revision, command: [...command] }, this.deps.log));
-  }
-
-  private residentResult(key: string): LoadResult | undefined {
-    const ext = this.deps.external.get(key);
-    if (ext !== undefined) {
-      return ext.running ? { key, bytes: 0, engineId: ext.id, startTier: Tier.GPU, timings: [], seconds: 0 } : undefined;
-    }
-    const worker = this.deps.engines.find(key);
-    if (worker === undefined || worker.model === undefined) return undefined;
-    worker.model.lastUsed = Date.now();
-    return { key, bytes: worker.model.bytes, engineId: worker.id, startTier: Tier.GPU, timings: [], seconds: 0 };
-  }
-
-  private async doLoad(key: string, ref: CheckpointRef, options: LoadOptions, report: (p: LoadProgress) => void): Promise<LoadResult> {
+  private async doLoad(key: string, ref: CheckpointRef, options: LoadOptions, report: (p: LoadProgress) => void, abandoned: AbortSignal): Promise<LoadResult> {
     const started = performance.now();
     const startTier = this.tierOf(key);
     const timings: TierTime[] = [];
-    const progress = (tier: Tier, bytesDone: number, bytesTotal: number): void =>
+    const progress: Progress = (tier, bytesDone, bytesTotal) =>
       report({ tier, bytesDone, bytesTotal, timings: [...timings], startTier, seconds: (performance.now() - started) / 1000 });
-    const finish = (engineId: string, bytes: number): LoadResult => {
-      const seconds = (performance.now() - started) / 1000;
-      const label = TIER_LABEL[startTier];
-      this.deps.metrics.modelLoadSeconds.observe({ tier: label }, seconds);
-      this.deps.metrics.coldStarts.inc({ tier: label });
-      return { key, bytes, engineId, startTier, timings, seconds };
-    };
 
-    const ext = this.deps.external.get(key);
-    if (ext !== undefined) {
-      progress(Tier.REMOTE, 0, 0);
-      const t = performance.now();
-      await ext.start();
-      timings.push({ tier: Tier.REMOTE, bytes: 0, seconds: (performance.now() - t) / 1000 });
-      return finish(ext.id, 0);
-    }
-    const resident = this.residentResult(key);
-    if (resident !== undefined) return resident;
-
-    const { disk, dram } = this.deps;
+    const { disk, dram, gpu } = this.deps;
     const unpinDisk = disk.pin(key);
     try {
       const sources = this.deps.sources(options.peers ?? []);
       let meta = this.meta.get(key);
       if (meta === undefined || dram.get(key) === undefined) {
-        const index = await this.deps.downloader.ensureIndex(ref, key, sources);
+        const index = await this.deps.downloader.ensureIndex(ref, key, sources, abandoned);
         if (meta?.index !== index) {
           meta = { index, config: await this.configJson(key), text: await this.readText(key) };
           this.meta.set(key, meta);
@@ -205,35 +158,46 @@ export class ModelLoader {
       const { index, config } = meta;
       const total = Number(index.totalBytes);
 
-      // Remote → disk.
-      if (dram.get(key) === undefined) await this.fetchMissing(ref, key, sources, timings, progress);
+      // A model that can never be loaded here is refused before anything moves or leaves.
+      const poolBytes = dram.pool?.bytes;
+      if (poolBytes !== undefined && checkpointLayout(index).totalBytes > poolBytes) throw tooLargeForPool(checkpointLayout(index).totalBytes, poolBytes, key);
+      gpu.checkFits(key, total);
 
-      // → engine (through the pool).
-      const worker = await this.deps.engines.acquire();
+      // Remote → disk.
+      if (dram.get(key) === undefined) await this.fetchMissing(ref, key, sources, timings, progress, abandoned);
+
+      // Room on a device (evicting idle models if needed), then → engine through the pool.
+      const room = await gpu.reserve(key, total, abandoned);
+      if ("model" in room) return residentResult(key, room); // another load made it resident meanwhile
+      const worker = room.worker;
       try {
+        let release = (): void => {};
         if (worker.device === "cpu" || dram.pool === undefined) {
-          if (dram.get(key) === undefined && dram.pool !== undefined) {
-            await this.diskToDram(ref, key, index, sources, timings, progress);
-          }
+          if (dram.get(key) === undefined && dram.pool !== undefined) await this.diskToPool(ref, key, index, sources, timings, progress);
           progress(Tier.DRAM, 0, total);
           const t = performance.now();
-          const release = await this.loadOnCpu(worker, key, index, config, options);
+          release = await this.loadFromHost(worker, key, index, config, options, room.floorBytes);
           const seconds = (performance.now() - t) / 1000;
           timings.push({ tier: Tier.DRAM, bytes: total, seconds });
           this.record(Tier.DRAM, total, seconds);
-          this.deps.engines.serve(worker, { key, ref, bytes: total, loadedAt: Date.now(), lastUsed: Date.now(), release });
         } else {
-          await this.loadOnGpu(worker, ref, key, index, config, options, sources, timings, progress);
-          this.deps.engines.serve(worker, { key, ref, bytes: total, loadedAt: Date.now(), lastUsed: Date.now(), release: () => {} });
+          await this.loadOnGpu(worker, ref, key, index, config, options, room.floorBytes, sources, timings, progress);
         }
-        progress(Tier.GPU, total, total);
-        disk.touch(key);
-        dram.touch(key);
-        return finish(worker.id, total);
+        room.commit(ref, release);
       } catch (err) {
-        await this.deps.engines.giveBack(worker);
+        room.cancel();
+        // Frees what the worker holds for the model (an allocation whose LoadWeights never came).
+        if (worker.alive) await worker.client.unload({ model: key }, { timeoutMs: 60_000 }).catch(() => {});
         throw err;
       }
+      progress(Tier.GPU, total, total);
+      disk.touch(key);
+      dram.touch(key);
+      const seconds = (performance.now() - started) / 1000;
+      const label = TIER_LABEL[startTier];
+      this.deps.metrics.modelLoadSeconds.observe({ tier: label }, seconds);
+      this.deps.metrics.coldStarts.inc({ tier: label });
+      return { key, bytes: total, engineId: worker.id, device: worker.device, startTier, timings, evicted: [...room.evicted], seconds };
     } finally {
       unpinDisk();
     }
@@ -245,27 +209,28 @@ export class ModelLoader {
   }
 
   /** Fetches missing chunks into the disk tier. */
-  private async fetchMissing(
-    ref: CheckpointRef,
-    key: string,
-    sources: ChunkSource[],
-    timings: TierTime[],
-    progress: (tier: Tier, done: number, total: number) => void,
-  ): Promise<void> {
+  private async fetchMissing(ref: CheckpointRef, key: string, sources: ChunkSource[], timings: TierTime[], progress: Progress, signal?: AbortSignal): Promise<void> {
     const missing = this.deps.disk.missingChunks(key);
     if (missing.length === 0) return;
     const total = missing.reduce((s, c) => s + Number(c.byteLength), 0);
     const done = new Map<string, number>();
     let last = 0;
     progress(Tier.REMOTE, 0, total);
-    const result = await this.deps.downloader.fetchChunks(ref, key, missing, sources, (p: ChunkProgress) => {
-      done.set(p.fileName, p.bytesDone);
-      const now = performance.now();
-      if (now - last >= 100 || p.complete) {
-        last = now;
-        progress(Tier.REMOTE, [...done.values()].reduce((a, b) => a + b, 0), total);
-      }
-    });
+    const result = await this.deps.downloader.fetchChunks(
+      ref,
+      key,
+      missing,
+      sources,
+      (p: ChunkProgress) => {
+        done.set(p.fileName, p.bytesDone);
+        const now = performance.now();
+        if (now - last >= 100 || p.complete) {
+          last = now;
+          progress(Tier.REMOTE, [...done.values()].reduce((a, b) => a + b, 0), total);
+        }
+      },
+      signal,
+    );
     timings.push({ tier: Tier.REMOTE, bytes: result.bytes, seconds: result.seconds });
     this.record(Tier.REMOTE, result.bytes, result.seconds);
   }
@@ -274,14 +239,7 @@ export class ModelLoader {
    * Runs a native read of the model's chunks off disk; a chunk that fails its checksum is deleted,
    * fetched again and the read repeated (twice at most).
    */
-  private async withRefetch<T>(
-    ref: CheckpointRef,
-    key: string,
-    sources: ChunkSource[],
-    timings: TierTime[],
-    progress: (tier: Tier, done: number, total: number) => void,
-    read: () => Promise<T>,
-  ): Promise<T> {
+  private async withRefetch<T>(ref: CheckpointRef, key: string, sources: ChunkSource[], timings: TierTime[], progress: Progress, read: () => Promise<T>): Promise<T> {
     const index = this.deps.disk.index(key)!;
     for (let attempt = 0; ; attempt++) {
       try {
@@ -300,18 +258,21 @@ export class ModelLoader {
     }
   }
 
-  /** Disk → pinned pool, verified. */
-  private async diskToDram(
+  /**
+   * Disk → pinned pool, verified, and on to `device` in the same pipelined pass when one is given.
+   * The pool keeps the DRAM copy; returns where each chunk lies in it.
+   */
+  private async diskToPool(
     ref: CheckpointRef,
     key: string,
     index: CheckpointIndex,
     sources: ChunkSource[],
     timings: TierTime[],
-    progress: (tier: Tier, done: number, total: number) => void,
-  ): Promise<void> {
+    progress: Progress,
+    device?: DeviceMemory,
+  ): Promise<number[]> {
     const { disk, dram } = this.deps;
-    const layout = checkpointLayout(index);
-    const region = await dram.allocate(layout.totalBytes);
+    const region: PoolRegion = await dram.allocate(checkpointLayout(index).totalBytes);
     try {
       const loaded = await this.withRefetch(ref, key, sources, timings, progress, () =>
         loadCheckpoint({
@@ -319,6 +280,7 @@ export class ModelLoader {
           index,
           folder: disk.modelDir(key),
           region,
+          device,
           verify: true,
           onProgress: (p) => progress(Tier.DISK, p.readBytes, p.totalBytes),
         }),
@@ -326,20 +288,28 @@ export class ModelLoader {
       const read = loaded.stats.read ?? { bytes: loaded.stats.bytes, seconds: loaded.stats.seconds };
       timings.push({ tier: Tier.DISK, bytes: read.bytes, seconds: read.seconds });
       this.record(Tier.DISK, read.bytes, read.seconds);
+      if (device !== undefined) {
+        const copy = loaded.stats.copy ?? { bytes: loaded.stats.bytes, seconds: loaded.stats.seconds };
+        timings.push({ tier: Tier.DRAM, bytes: copy.bytes, seconds: copy.seconds });
+        this.record(Tier.DRAM, copy.bytes, copy.seconds);
+      }
       dram.put(key, region, loaded.chunkOffsets, Number(index.totalBytes));
+      return loaded.chunkOffsets;
     } catch (err) {
       dram.abandon(region);
       throw err;
     }
   }
 
-  /** CPU engine: it maps the pool region (no copy); the region stays in use while it serves. */
-  private async loadOnCpu(worker: EngineWorker, key: string, index: CheckpointIndex, config: string, options: LoadOptions): Promise<() => void> {
+  /**
+   * CPU engine (or no pool): the worker maps the pool region (no copy) or reads the checkpoint
+   * folder itself. Returns what gives the pool region back once the model leaves.
+   */
+  private async loadFromHost(worker: EngineWorker, key: string, index: CheckpointIndex, config: string, options: LoadOptions, floorBytes: number): Promise<() => void> {
     const { dram } = this.deps;
     const entry = dram.get(key);
-    const common = { index, configJson: config, maxModelLen: options.maxModelLen ?? 0, kvCacheBytes: BigInt(this.deps.kvCacheBytes ?? 0) };
+    const common = { model: key, index, configJson: config, maxModelLen: options.maxModelLen ?? 0, kvCacheBytes: BigInt(floorBytes) };
     if (entry === undefined) {
-      // No pool: the worker reads (and verifies) the checkpoint folder itself.
       await worker.client.loadWeights({ ...common, memory: { location: { case: "folder", value: { path: this.deps.disk.modelDir(key) } } } });
       return () => {};
     }
@@ -368,13 +338,14 @@ export class ModelLoader {
     index: CheckpointIndex,
     config: string,
     options: LoadOptions,
+    floorBytes: number,
     sources: ChunkSource[],
     timings: TierTime[],
-    progress: (tier: Tier, done: number, total: number) => void,
+    progress: Progress,
   ): Promise<void> {
-    const { dram, disk } = this.deps;
+    const { dram } = this.deps;
     const layout = checkpointLayout(index);
-    const alloc = await worker.client.allocateWeights({ bytes: BigInt(layout.totalBytes) });
+    const alloc = await worker.client.allocateWeights({ bytes: BigInt(layout.totalBytes), model: key });
     const device = await DeviceMemory.openIpc(alloc.ipcHandle, { device: alloc.deviceIndex, bytes: Number(alloc.bytes) });
     let chunkOffsets: number[];
     try {
@@ -396,40 +367,17 @@ export class ModelLoader {
         chunkOffsets = entry.chunkOffsets;
       } else {
         // Disk → pool → GPU in one pipelined pass; the pool keeps the DRAM copy.
-        const region: PoolRegion = await dram.allocate(layout.totalBytes);
-        try {
-          const loaded = await this.withRefetch(ref, key, sources, timings, progress, () =>
-            loadCheckpoint({
-              pool: dram.pool!,
-              index,
-              folder: disk.modelDir(key),
-              region,
-              device,
-              verify: true,
-              onProgress: (p) => progress(Tier.DISK, p.readBytes, p.totalBytes),
-            }),
-          );
-          const read = loaded.stats.read ?? { bytes: loaded.stats.bytes, seconds: loaded.stats.seconds };
-          const copy = loaded.stats.copy ?? { bytes: loaded.stats.bytes, seconds: loaded.stats.seconds };
-          timings.push({ tier: Tier.DISK, bytes: read.bytes, seconds: read.seconds });
-          timings.push({ tier: Tier.DRAM, bytes: copy.bytes, seconds: copy.seconds });
-          this.record(Tier.DISK, read.bytes, read.seconds);
-          this.record(Tier.DRAM, copy.bytes, copy.seconds);
-          dram.put(key, region, loaded.chunkOffsets, Number(index.totalBytes));
-          chunkOffsets = loaded.chunkOffsets;
-        } catch (err) {
-          dram.abandon(region);
-          throw err;
-        }
+        chunkOffsets = await this.diskToPool(ref, key, index, sources, timings, progress, device);
       }
     } finally {
       device.dispose(); // closes this process's IPC mapping; the worker owns the memory
     }
     await worker.client.loadWeights({
+      model: key,
       index,
       configJson: config,
       maxModelLen: options.maxModelLen ?? 0,
-      kvCacheBytes: BigInt(this.deps.kvCacheBytes ?? 0),
+      kvCacheBytes: BigInt(floorBytes),
       memory: { location: { case: "device", value: { allocationId: alloc.allocationId } }, chunkOffsets: chunkOffsets.map(BigInt) },
     });
   }
@@ -479,14 +427,11 @@ export class ModelLoader {
     await this.deps.downloader.fetchChunk(ref, key, chunk, this.deps.sources([]), () => {}, signal);
   }
 
-  /** UnloadModel: drops the model from the engine, and down to DRAM or disk as asked. */
+  /** UnloadModel: drops the model from its device, and down to DRAM or disk as asked. */
   async unload(ref: CheckpointRef, downTo: Tier): Promise<boolean> {
     const key = refKey(ref);
-    if (this.flights.has(key)) throw new ConnectError(`${key} is loading`, Code.FailedPrecondition);
-    let unloaded = false;
-    const ext = this.deps.external.get(key);
-    if (ext !== undefined) return ext.stop();
-    unloaded = (await this.deps.engines.unload(key)) || unloaded;
+    if (this.loading(key)) throw new ConnectError(`${key} is loading`, Code.FailedPrecondition);
+    let unloaded = await this.deps.gpu.unload(key);
     const to = downTo === Tier.UNSPECIFIED ? Tier.GPU : downTo;
     if (to >= Tier.DRAM) unloaded = this.deps.dram.evict(key) || unloaded;
     if (to >= Tier.DISK) {
@@ -495,9 +440,9 @@ export class ModelLoader {
     }
     return unloaded;
   }
+}
 
-  /** Frees pool space a CPU engine holds, for the DRAM tier's reclaim. */
-  reclaimPool(): Promise<boolean> {
-    return this.deps.engines.reclaim((model) => this.deps.dram.get(model.key) !== undefined && this.deps.dram.get(model.key)!.uses > 0);
-  }
+function residentResult(key: string, { worker, model }: Residence): LoadResult {
+  model.touch();
+  return { key, bytes: model.weightBytes, engineId: worker.id, device: worker.device, startTier: Tier.GPU, timings: [], evicted: [], seconds: 0 };
 }

@@ -8,20 +8,11 @@ import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { randomBytes } from "node:crypto";
-import { create } from "@bufbuild/protobuf";
 import { Registry } from "prom-client";
-import {
-  type AgentStatus,
-  AgentStatusSchema,
-  EngineInfoSchema,
-  ModelCacheEntrySchema,
-  Tier,
-  TierCapacitySchema,
-} from "../gen/thaw/agent/v1/agent_pb.js";
+import type { AgentStatus } from "../gen/thaw/agent/v1/agent_pb.js";
 import { AgentService } from "../gen/thaw/agent/v1/agent_service_pb.js";
 import { ConverterService } from "../gen/thaw/converter/v1/converter_service_pb.js";
 import { SchedulerService } from "../gen/thaw/scheduler/v1/scheduler_service_pb.js";
-import { modelKey, parseModelKey } from "../checkpoint/model-key.js";
 import { PinnedPool, cudaInfo } from "../native/index.js";
 import { requireToken } from "../shared/auth.js";
 import { PORTS } from "../shared/defaults.js";
@@ -30,13 +21,15 @@ import { openStore } from "../store/open-store.js";
 import type { CheckpointStore } from "../store/store.js";
 import { AgentMetrics } from "./agent-metrics.js";
 import type { AgentServiceDeps } from "./agent-service.js";
+import { buildAgentStatus } from "./agent-status.js";
 import { BandwidthMeter } from "./bandwidth.js";
 import { ChunkDownloader } from "./chunk-download.js";
 import { type ChunkSource, ConverterSource, PeerSource, StoreSource } from "./chunk-sources.js";
 import { DiskTier } from "./disk-tier.js";
 import { DramTier } from "./dram-tier.js";
-import { EngineSupervisor } from "./engine-supervisor.js";
-import { type ExternalModelConfig, ExternalRuntime } from "./external-runtime.js";
+import { ExternalModels } from "./external-models.js";
+import type { ExternalModelConfig } from "./external-runtime.js";
+import { GpuTier } from "./gpu-tier.js";
 import { type Heartbeats, startHeartbeats } from "./heartbeat.js";
 import { ModelLoader } from "./model-loader.js";
 import { RequestCounter } from "./request-counter.js";
@@ -44,6 +37,10 @@ import agentRoutes from "./routes.js";
 import { ClientCache, type OwnedClient, tcpClient } from "./rpc-clients.js";
 
 const GiB = 1 << 30;
+const MiB = 1 << 20;
+
+/** KV floor per model when --kv-floor-bytes is not given: one long sequence of an 8B model on a GPU, a little on CPU. */
+export const DEFAULT_KV_FLOOR_BYTES = { cuda: GiB, cpu: 32 * MiB } as const;
 
 export interface AgentOptions {
   /** State folder: the disk tier, the agent id, engine sockets (default `${STATE_DIR}/agent`). */
@@ -74,8 +71,15 @@ export interface AgentOptions {
   python?: string;
   /** Extra arguments for every engine worker. */
   engineArgs?: string[];
-  /** KV cache bytes per model load (0: the worker's default). */
-  kvCacheBytes?: number;
+  /**
+   * Bytes of the GPU tier on each device: resident models' weights plus one KV floor each (default:
+   * what a CUDA worker reports it can give weights; on CPU, the pinned pool, else half the memory).
+   */
+  gpuBytes?: number;
+  /** KV cache guaranteed to each resident model (LoadWeights.kv_cache_bytes), held in the device budget (default 1 GiB on a GPU, 32 MiB on CPU). */
+  kvFloorBytes?: number;
+  /** Each worker's KV pool shared by its models (passed as --kv-pool-bytes; default: the worker's). */
+  kvPoolBytes?: number;
   /** Parallel chunk downloads (default 4). */
   downloadConcurrency?: number;
   /** Engine health check period (default 1000 ms). */
@@ -166,6 +170,22 @@ async function socketDir(dir: string): Promise<string> {
 }
 
 export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
+  const closers: (() => void | Promise<void>)[] = [];
+  const closeAll = async (): Promise<void> => {
+    for (const close of closers.reverse()) await close();
+    closers.length = 0;
+  };
+  try {
+    return await composeAgent(options, closers, closeAll);
+  } catch (err) {
+    // A partial start leaves nothing behind: workers, pool, clients and server are closed again.
+    await closeAll().catch(() => {});
+    throw err;
+  }
+}
+
+/** The composition root: builds the agent's parts in order, each given what it needs. */
+async function composeAgent(options: AgentOptions, closers: (() => void | Promise<void>)[], closeAll: () => Promise<void>): Promise<RunningAgent> {
   const log = options.log ?? ((line: string) => process.stderr.write(`thaw agent: ${line}\n`));
   const dir = path.resolve(options.dir);
   await mkdir(dir, { recursive: true });
@@ -173,44 +193,55 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
   const registry = options.registry ?? new Registry();
   const bandwidth = new BandwidthMeter();
   const requests = new RequestCounter();
-  const closers: (() => void | Promise<void>)[] = [];
-
-  let metrics: AgentMetrics | undefined;
-  const disk = await DiskTier.open({
-    dir,
-    budgetBytes: options.diskBytes ?? 64 * GiB,
-    onEvict: () => metrics?.evictions.inc({ tier: "disk" }),
-  });
-  const dramBytes = options.dramBytes ?? GiB;
-  const pool = dramBytes > 0 ? await PinnedPool.create({ bytes: dramBytes, name: `thaw-pool-${agentId}` }) : undefined;
-  if (pool !== undefined) closers.push(() => pool.dispose());
-  const dram = new DramTier(pool, { onEvict: () => metrics?.evictions.inc({ tier: "dram" }) });
-  metrics = new AgentMetrics(registry, {
+  // Gauges read the tiers when scraped, after everything below exists.
+  const metrics: AgentMetrics = new AgentMetrics(registry, {
     poolBytes: () => {
-      const s = dram.stats();
-      return { used: s.usedBytes, loading: s.loadingBytes, free: s.freeBytes };
+      const st = dram.stats();
+      return { used: st.usedBytes, loading: st.loadingBytes, free: st.freeBytes };
     },
     queueLengths: () => requests.all(),
     running: () => requests.total,
   });
 
+  const disk = await DiskTier.open({
+    dir,
+    budgetBytes: options.diskBytes ?? 64 * GiB,
+    onEvict: () => metrics.evictions.inc({ tier: "disk" }),
+  });
+  const dramBytes = options.dramBytes ?? GiB;
+  const pool = dramBytes > 0 ? await PinnedPool.create({ bytes: dramBytes, name: `thaw-pool-${agentId}` }) : undefined;
+  if (pool !== undefined) closers.push(() => pool.dispose());
+
   const devices = await engineDevices(options.engines);
-  const engines = new EngineSupervisor({
+  const floorBytes = (device: string): number =>
+    options.kvFloorBytes ?? (device === "cpu" ? DEFAULT_KV_FLOOR_BYTES.cpu : DEFAULT_KV_FLOOR_BYTES.cuda);
+  let heartbeats: Heartbeats | undefined;
+  const gpu = new GpuTier({
     devices,
     launch: {
       python: devices.length > 0 ? (options.python ?? defaultPython()) : "python3",
       pythonPath: enginePythonPath(),
       socketDir: await socketDir(dir),
-      args: options.engineArgs ?? [],
+      args: [...(options.kvPoolBytes !== undefined ? ["--kv-pool-bytes", String(options.kvPoolBytes)] : []), ...(options.engineArgs ?? [])],
       startTimeoutMs: 120_000,
       log,
     },
     healthIntervalMs: options.healthIntervalMs,
-    onModelGone: (model, why) => {
-      if (why === "evict") metrics?.evictions.inc({ tier: "gpu" });
-      log(`${model.key} left its engine (${why})`);
+    gpuBytes: options.gpuBytes,
+    // A CPU engine's weights live in the pinned pool it maps.
+    cpuBudgetBytes: dramBytes > 0 ? dramBytes : Math.floor(os.totalmem() / 2),
+    floorBytes,
+    kvPoolBytes: options.kvPoolBytes,
+    onGone: (model, why, device) => {
+      if (why === "evict") metrics.evictions.inc({ tier: "gpu" });
+      log(`${model.key} left ${device} (${why})`);
       heartbeats?.poke();
     },
+  });
+  const dram = new DramTier(pool, {
+    onEvict: () => metrics.evictions.inc({ tier: "dram" }),
+    // A CPU engine serves straight from the pool: an idle one gives its region back when the pool is full.
+    reclaim: (inUse) => gpu.evictIdle((model) => inUse(model.key)),
   });
 
   // Sources of chunks: peers first, then the store or the converter.
@@ -220,10 +251,9 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
   const store = typeof options.store === "string" ? await openStore(options.store) : options.store;
   const origin: ChunkSource[] = [];
   if (store !== undefined) origin.push(new StoreSource(store));
-  let converter: OwnedClient<typeof ConverterService> | undefined;
   if (options.converter) {
-    converter = tcpClient(ConverterService, options.converter, options.token);
-    closers.push(() => converter!.close());
+    const converter = tcpClient(ConverterService, options.converter, options.token);
+    closers.push(() => converter.close());
     origin.push(new ConverterSource(options.converter, converter.client));
   }
   const sources = (peers: readonly string[]): ChunkSource[] => {
@@ -231,95 +261,14 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
     return [...unique.map((p) => new PeerSource(p, peerClients.get(p))), ...origin];
   };
 
-  const external = new Map<string, ExternalRuntime>();
-  for (const config of options.externalModels ?? []) {
-    external.set(modelKey(config.modelId, config.revision), new ExternalRuntime(config, log));
-  }
-  closers.push(async () => {
-    for (const runtime of external.values()) await runtime.stop();
-  });
-
+  const external = new ExternalModels(options.externalModels ?? [], { allowLaunch: options.allowLaunch ?? false, metrics, log });
+  closers.push(() => external.close());
   const downloader = new ChunkDownloader(disk, { concurrency: options.downloadConcurrency, log });
-  const loader = new ModelLoader({
-    disk,
-    dram,
-    engines,
-    downloader,
-    sources,
-    metrics,
-    bandwidth,
-    external,
-    kvCacheBytes: options.kvCacheBytes,
-    allowLaunch: options.allowLaunch ?? false,
-    log,
-  });
-  dram.reclaim = () => loader.reclaimPool();
+  const loader = new ModelLoader({ disk, dram, gpu, downloader, sources, metrics, bandwidth, log });
+  const status = (): AgentStatus =>
+    buildAgentStatus({ agentId, address: () => address, disk, dram, gpu, loader, external, requests, bandwidth });
 
-  const gpuCount = devices.filter((d) => d.startsWith("cuda")).length;
-  const status = (): AgentStatus => buildStatus();
-  function buildStatus(): AgentStatus {
-    const keys = new Set<string>([...disk.keys(), ...dram.keys(), ...external.keys()]);
-    for (const w of engines.workers()) if (w.model !== undefined) keys.add(w.model.key);
-    const models = [...keys].sort().map((key) => {
-      const info = disk.info(key);
-      const worker = engines.find(key);
-      const ref = loader.ref(key) ?? worker?.model?.ref ?? info?.index.ref ?? parseModelKey(key);
-      const bytes = info?.index.totalBytes ?? BigInt(dram.get(key)?.bytes ?? worker?.model?.bytes ?? 0);
-      return create(ModelCacheEntrySchema, {
-        ref: { modelId: ref.modelId, revision: ref.revision || "main" },
-        tier: loader.tierOf(key),
-        bytes,
-        diskChunks: info?.diskChunks ?? 0,
-        totalChunks: info?.totalChunks ?? 0,
-        kvHitRate: worker?.stats?.prefixHitRate ?? 0,
-        queueLength: requests.get(key),
-        idleMs: worker?.model !== undefined && worker.streams.size === 0 ? BigInt(Date.now() - worker.model.lastUsed) : 0n,
-      });
-    });
-    const d = disk.stats();
-    const p = dram.stats();
-    let gpuTotal = 0;
-    let gpuUsed = 0;
-    for (const w of engines.workers()) {
-      if (w.device === "cpu") continue;
-      gpuTotal += Number(w.stats?.deviceMemoryTotal ?? 0n);
-      gpuUsed += Number(w.stats?.deviceMemoryUsed ?? 0n);
-    }
-    if (gpuCount === 0) {
-      // CPU engines serve from the pool: their "GPU tier" is the pool bytes not yet serving a model.
-      gpuTotal = p.totalBytes;
-      for (const w of engines.workers()) gpuUsed += w.model?.bytes ?? 0;
-    }
-    const tiers = [
-      create(TierCapacitySchema, { tier: Tier.GPU, totalBytes: BigInt(gpuTotal), freeBytes: BigInt(Math.max(0, gpuTotal - gpuUsed)), bandwidthBytesPerSecond: 0 }),
-      create(TierCapacitySchema, { tier: Tier.DRAM, totalBytes: BigInt(p.totalBytes), freeBytes: BigInt(p.freeBytes), bandwidthBytesPerSecond: bandwidth.get(Tier.DRAM) }),
-      create(TierCapacitySchema, { tier: Tier.DISK, totalBytes: BigInt(d.totalBytes), freeBytes: BigInt(d.freeBytes), bandwidthBytesPerSecond: bandwidth.get(Tier.DISK) }),
-      create(TierCapacitySchema, { tier: Tier.REMOTE, totalBytes: 0n, freeBytes: 0n, bandwidthBytesPerSecond: bandwidth.get(Tier.REMOTE) }),
-    ];
-    const engineInfos = engines.workers().map((w) =>
-      create(EngineInfoSchema, {
-        engineId: w.id,
-        state: w.state,
-        device: w.device,
-        models: w.model !== undefined ? [w.model.ref] : [],
-        pid: w.pid,
-        running: w.stats?.running ?? w.streams.size,
-        waiting: w.stats?.waiting ?? 0,
-      }),
-    );
-    for (const ext of external.values()) engineInfos.push(ext.info());
-    return create(AgentStatusSchema, {
-      agentId,
-      address,
-      models,
-      tiers,
-      engines: engineInfos,
-      queueLength: requests.total,
-      gpuCount,
-    });
-  }
-
-  const deps: AgentServiceDeps = { loader, disk, engines, external, requests, status, log };
+  const deps: AgentServiceDeps = { loader, disk, gpu, external, requests, status, log };
   const server: RunningServer = await startServer({
     routes: agentRoutes(deps),
     host: options.host,
@@ -349,16 +298,20 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
       res.end(JSON.stringify({ error: { message: `no route ${req.method} ${url}`, type: "not_found_error", param: null, code: null } }));
     },
   });
+  // Closed before the workers: no request reaches a worker that is stopping.
+  closers.push(() => gpu.engines.close());
+  closers.push(() => server.close());
   const bindHost = options.host ?? "127.0.0.1";
   address = options.advertise ?? `${bindHost === "0.0.0.0" || bindHost === "::" ? os.hostname() : bindHost}:${server.port}`;
 
-  await engines.start();
+  await gpu.engines.start();
 
-  let heartbeats: Heartbeats | undefined;
-  let scheduler: OwnedClient<typeof SchedulerService> | undefined;
   if (options.scheduler) {
-    scheduler = tcpClient(SchedulerService, options.scheduler, options.token);
-    heartbeats = startHeartbeats({ client: scheduler.client, status, defaultIntervalMs: options.heartbeatIntervalMs, log });
+    const scheduler = tcpClient(SchedulerService, options.scheduler, options.token);
+    const beats = startHeartbeats({ client: scheduler.client, status, defaultIntervalMs: options.heartbeatIntervalMs, log });
+    heartbeats = beats;
+    closers.push(() => scheduler.close());
+    closers.push(() => beats.stop());
   }
   log(
     `${agentId} serving on ${server.url} (advertised ${address}); disk ${disk.stats().usedBytes}/${disk.budgetBytes} bytes, ` +
@@ -376,16 +329,10 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
     },
     registry,
     status,
-    enginesReady: () => engines.whenReady(),
-    enginePids: () => engines.workers().map((w) => w.pid),
+    enginesReady: () => gpu.engines.whenReady(),
+    enginePids: () => gpu.engines.workers().map((w) => w.pid),
     close() {
-      closing ??= (async () => {
-        await heartbeats?.stop();
-        scheduler?.close();
-        await server.close();
-        await engines.close();
-        for (const close of closers.reverse()) await close();
-      })();
+      closing ??= closeAll();
       return closing;
     },
   };

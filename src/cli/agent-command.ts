@@ -23,7 +23,12 @@ Serves thaw.agent.v1.AgentService and /metrics on one port, keeps the tiered mod
   --engines LIST           auto (one per GPU, else one on CPU), none, or devices: cpu, cuda:0, cpu,cpu (default auto)
   --python PATH            Python with torch for the engine workers (default THAW_PYTHON, else python3 that has torch)
   --engine-arg ARG         extra argument for every engine worker (repeatable, e.g. --engine-arg=--threads=2)
-  --kv-cache-bytes SIZE    KV cache per loaded model (default: the worker's)
+  --gpu-bytes SIZE         GPU tier budget of each device: resident models' weights plus one KV floor
+                           each (default: what the worker reports weights may use; CPU engine: the
+                           --dram-bytes pool, since it serves from it)
+  --kv-floor-bytes SIZE    KV cache guaranteed to each resident model, held in the device budget
+                           (default 1G on a GPU, 32M on CPU; --kv-cache-bytes is the old name)
+  --kv-pool-bytes SIZE     KV cache pool each engine worker shares between its models (default: the worker's)
   --download-concurrency N chunks fetched at once (default 4)
   --external MODEL=CMD     serve MODEL with an external OpenAI-compatible server started with CMD,
                            "{port}" in CMD becomes its port (repeatable), e.g.
@@ -75,6 +80,33 @@ function external(spec: string): ExternalModelConfig {
   return { modelId, revision, command };
 }
 
+const optionalSize = (text: string | undefined, flag: string): number | undefined => (text === undefined ? undefined : parseSize(text, flag));
+
+/** --gpu-bytes, --kv-floor-bytes (or its old name --kv-cache-bytes) and --kv-pool-bytes, shared with `thaw serve`. */
+export function gpuTierFlags(values: {
+  "gpu-bytes"?: string;
+  "kv-floor-bytes"?: string;
+  "kv-cache-bytes"?: string;
+  "kv-pool-bytes"?: string;
+}): { gpuBytes?: number; kvFloorBytes?: number; kvPoolBytes?: number } {
+  if (values["kv-floor-bytes"] !== undefined && values["kv-cache-bytes"] !== undefined) {
+    throw new TypeError("--kv-cache-bytes is the old name of --kv-floor-bytes: give one of them");
+  }
+  return {
+    gpuBytes: optionalSize(values["gpu-bytes"], "--gpu-bytes"),
+    kvFloorBytes: optionalSize(values["kv-floor-bytes"], "--kv-floor-bytes") ?? optionalSize(values["kv-cache-bytes"], "--kv-cache-bytes"),
+    kvPoolBytes: optionalSize(values["kv-pool-bytes"], "--kv-pool-bytes"),
+  };
+}
+
+/** The option definitions of gpuTierFlags. */
+export const GPU_TIER_OPTIONS = {
+  "gpu-bytes": { type: "string" },
+  "kv-floor-bytes": { type: "string" },
+  "kv-cache-bytes": { type: "string" },
+  "kv-pool-bytes": { type: "string" },
+} as const;
+
 export async function main(args: string[]): Promise<void> {
   const { values } = parseArgs({
     args,
@@ -93,7 +125,7 @@ export async function main(args: string[]): Promise<void> {
       engines: { type: "string", default: "auto" },
       python: { type: "string" },
       "engine-arg": { type: "string", multiple: true, default: [] },
-      "kv-cache-bytes": { type: "string" },
+      ...GPU_TIER_OPTIONS,
       "download-concurrency": { type: "string" },
       external: { type: "string", multiple: true, default: [] },
       "allow-launch": { type: "boolean", default: false },
@@ -117,7 +149,7 @@ export async function main(args: string[]): Promise<void> {
     engines: values.engines,
     python: values.python,
     engineArgs: values["engine-arg"],
-    kvCacheBytes: values["kv-cache-bytes"] === undefined ? undefined : parseSize(values["kv-cache-bytes"], "--kv-cache-bytes"),
+    ...gpuTierFlags(values),
     downloadConcurrency: values["download-concurrency"] === undefined ? undefined : Number(values["download-concurrency"]),
     externalModels: values.external.map(external),
     allowLaunch: values["allow-launch"],

@@ -16,7 +16,7 @@ import { DEFAULT_HOST, INTERNAL_TOKEN, STATE_DIR } from "../shared/defaults.js";
 import { startServer, type RunningServer } from "../shared/server.js";
 import { openStore } from "../store/open-store.js";
 import { makeTinyModel } from "../tiny-model/tiny-model.js";
-import { parseSize } from "./agent-command.js";
+import { GPU_TIER_OPTIONS, gpuTierFlags, parseSize } from "./agent-command.js";
 import { EDGE_PORT, numberFlag, ORCHESTRATOR_OPTIONS, orchestratorFlags } from "./orchestrator-command.js";
 import { untilSignal } from "./until-signal.js";
 
@@ -35,6 +35,10 @@ With no model registered and no --model, makes the tiny demo model and registers
   --python PATH               Python with torch for the engine worker (default THAW_PYTHON, else python3 with torch)
   --dram-bytes SIZE           the agent's pinned pool (default 1G)
   --disk-bytes SIZE           the agent's disk tier budget (default 64G)
+  --gpu-bytes SIZE            the agent's GPU tier budget per device: weights plus a KV floor per
+                              resident model (default: what the worker reports; CPU: the pool)
+  --kv-floor-bytes SIZE       KV cache guaranteed to each resident model (default 1G on a GPU, 32M on CPU)
+  --kv-pool-bytes SIZE        KV cache pool each engine worker shares between its models (default: the worker's)
   --converter-port PORT       port of the converter (default: a free one)
   --agent-port PORT           port of the agent (default: a free one)
   Scheduler flags of 'thaw orchestrator' apply too: --alpha … --epsilon, --keep-alive, --max-queue,
@@ -55,6 +59,10 @@ export interface ServeOptions {
   python?: string;
   dramBytes?: number;
   diskBytes?: number;
+  /** The agent's GPU tier budget per device, KV floor per model and KV pool per worker (see AgentOptions). */
+  gpuBytes?: number;
+  kvFloorBytes?: number;
+  kvPoolBytes?: number;
   engineArgs?: string[];
   converterPort?: number;
   agentPort?: number;
@@ -125,6 +133,9 @@ export async function startSystem(options: ServeOptions): Promise<RunningSystem>
       python: options.python,
       dramBytes: options.dramBytes,
       diskBytes: options.diskBytes,
+      gpuBytes: options.gpuBytes,
+      kvFloorBytes: options.kvFloorBytes,
+      kvPoolBytes: options.kvPoolBytes,
       engineArgs: options.engineArgs,
       heartbeatIntervalMs: options.orchestrator?.heartbeatIntervalMs,
       log: (line) => log(`agent: ${line}`),
@@ -155,6 +166,7 @@ export async function main(args: string[]): Promise<void> {
       python: { type: "string" },
       "dram-bytes": { type: "string" },
       "disk-bytes": { type: "string" },
+      ...GPU_TIER_OPTIONS,
       "converter-port": { type: "string" },
       "agent-port": { type: "string" },
     },
@@ -172,6 +184,7 @@ export async function main(args: string[]): Promise<void> {
     python: values.python,
     dramBytes: values["dram-bytes"] === undefined ? undefined : parseSize(values["dram-bytes"], "--dram-bytes"),
     diskBytes: values["disk-bytes"] === undefined ? undefined : parseSize(values["disk-bytes"], "--disk-bytes"),
+    ...gpuTierFlags(values),
     converterPort: numberFlag(values["converter-port"], "converter-port", { integer: true }),
     agentPort: numberFlag(values["agent-port"], "agent-port", { integer: true }),
     token: INTERNAL_TOKEN,

@@ -7,7 +7,7 @@ import { DramTier } from "../../src/agent/dram-tier.js";
 
 const MiB = 1 << 20;
 
-async function tier(reclaim?: () => Promise<boolean>) {
+async function tier(reclaim?: (inUse: (key: string) => boolean) => Promise<boolean>) {
   const pool = await PinnedPool.create({ bytes: 4 * MiB, pin: "none", prefaultThreads: 1 });
   const evicted: string[] = [];
   const dram = new DramTier(pool, { reclaim, onEvict: (key) => evicted.push(key) });
@@ -66,9 +66,29 @@ test("when only models in use are left, reclaim frees one and the allocation suc
   t.is(dram.get("a"), undefined);
 });
 
-test("a model larger than the pool is refused at once", async (t) => {
-  const { pool, dram } = await tier();
+test("a model larger than the pool is refused at once, naming both sizes, and nothing is evicted", async (t) => {
+  const { pool, dram, evicted, put } = await tier();
   t.teardown(() => pool.dispose());
-  const err = await t.throwsAsync(dram.allocate(8 * MiB));
-  t.is(ConnectError.from(err).code, Code.ResourceExhausted);
+  await put("a");
+  const err = ConnectError.from(await t.throwsAsync(dram.allocate(8 * MiB)));
+  t.is(err.code, Code.FailedPrecondition);
+  t.regex(err.rawMessage, new RegExp(`${8 * MiB} bytes .* holds ${4 * MiB} bytes`));
+  t.deepEqual(evicted, []);
+  t.deepEqual(dram.keys(), ["a"]);
+});
+
+test("reclaim is told which models hold their region", async (t) => {
+  const seen: boolean[] = [];
+  let releaseA: (() => void) | undefined;
+  const { pool, dram, put } = await tier(async (inUse) => {
+    seen.push(inUse("a"), inUse("b"));
+    releaseA?.();
+    releaseA = undefined;
+    return true;
+  });
+  t.teardown(() => pool.dispose());
+  await put("a", 3 * MiB);
+  releaseA = dram.use("a");
+  await dram.allocate(2 * MiB);
+  t.deepEqual(seen, [true, false]);
 });

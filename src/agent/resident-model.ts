@@ -1,0 +1,95 @@
+// A model resident in an engine worker, as the agent sees it: what it holds of its device's budget
+// (weights plus a KV floor), when it last served, and the Infer streams running on it. A model that
+// is leaving (being unloaded or evicted) starts no new stream; one lost with its worker ends every
+// stream with the worker's error.
+import type { CheckpointRef } from "../gen/thaw/checkpoint/v1/checkpoint_pb.js";
+
+export interface ResidentModelInit {
+  key: string;
+  ref: CheckpointRef;
+  /** Bytes of its weights on the device. */
+  weightBytes: number;
+  /** KV cache bytes guaranteed to it (LoadWeightsRequest.kv_cache_bytes), held in the budget too. */
+  floorBytes: number;
+  /** Gives back what the engine holds of other tiers (the DRAM region a CPU engine maps). */
+  release: () => void;
+}
+
+export class ResidentModel {
+  readonly key: string;
+  readonly ref: CheckpointRef;
+  readonly weightBytes: number;
+  readonly floorBytes: number;
+  readonly loadedAt = Date.now();
+  private lastUsedAt = Date.now();
+  private readonly streams = new Set<AbortController>();
+  private leavingNow = false;
+  private released = false;
+  private readonly releaseHold: () => void;
+
+  constructor(init: ResidentModelInit) {
+    this.key = init.key;
+    this.ref = init.ref;
+    this.weightBytes = init.weightBytes;
+    this.floorBytes = init.floorBytes;
+    this.releaseHold = init.release;
+  }
+
+  /** Bytes it holds in its device's budget. */
+  get bytes(): number {
+    return this.weightBytes + this.floorBytes;
+  }
+
+  /** Infer streams running on it. */
+  get running(): number {
+    return this.streams.size;
+  }
+
+  get lastUsed(): number {
+    return this.lastUsedAt;
+  }
+
+  /** Being unloaded or evicted: no new stream starts on it. */
+  get leaving(): boolean {
+    return this.leavingNow;
+  }
+
+  /** Milliseconds since it last served (0 while a stream runs). */
+  idleMs(now = Date.now()): number {
+    return this.streams.size > 0 ? 0 : Math.max(0, now - this.lastUsedAt);
+  }
+
+  /** Counts a use (a LoadModel that found it resident). */
+  touch(): void {
+    this.lastUsedAt = Date.now();
+  }
+
+  /** Registers a stream; false when the model is leaving. */
+  openStream(controller: AbortController): boolean {
+    if (this.leavingNow) return false;
+    this.streams.add(controller);
+    this.lastUsedAt = Date.now();
+    return true;
+  }
+
+  closeStream(controller: AbortController): void {
+    this.streams.delete(controller);
+    this.lastUsedAt = Date.now();
+  }
+
+  /** From now on no stream starts on it. */
+  markLeaving(): void {
+    this.leavingNow = true;
+  }
+
+  /** It has left its worker: running streams end with `error` (when given), other tiers' holds are given back. */
+  close(error?: Error): void {
+    this.leavingNow = true;
+    if (error !== undefined) for (const stream of this.streams) stream.abort(error);
+    this.streams.clear();
+    if (!this.released) {
+      this.released = true;
+      this.releaseHold();
+    }
+  }
+}
