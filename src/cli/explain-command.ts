@@ -1,15 +1,18 @@
 // thaw explain MODEL: every agent's placement score for a model, term by term.
 import { parseArgs } from "node:util";
 import { toJson } from "@bufbuild/protobuf";
-import { ThawClient } from "../client/thaw-client.js";
+import { ThawClient, type PlacementScore } from "../client/thaw-client.js";
 import { ExplainPlacementResponseSchema } from "../gen/thaw/scheduler/v1/scheduler_service_pb.js";
+import { formatBytes } from "../orchestrator/scheduler/placement.js";
 import { table } from "./models-command.js";
 
 const USAGE = `usage: thaw explain MODEL [--orchestrator URL] [--json]
 
 Shows how the scheduler would place a request for MODEL: for every agent,
   score = α·cache_level − β·kv_hit_rate + γ·queue_len + δ·size/bandwidth(tier)
-term by term, lowest first; the chosen agent is marked with *.
+          + ε·eviction_bytes/dram_bandwidth
+term by term, lowest first; the chosen agent is marked with *. DEVICE is where the model is or
+would go: "resident", "fits" (room without eviction) or "evicts N" (idle models that would leave).
   --orchestrator URL   orchestrator address (default THAW_ORCHESTRATOR, else http://127.0.0.1:8000)`;
 
 export async function main(args: string[]): Promise<void> {
@@ -29,8 +32,20 @@ export async function main(args: string[]): Promise<void> {
     `${f(s.kvTerm)} (hit ${s.kvHitRate.toFixed(2)})`,
     `${f(s.queueTerm)} (queue ${s.queueLength})`,
     `${f(s.transferTerm)} (${s.transferSeconds.toFixed(3)}s)`,
+    `${f(s.evictionTerm)}${s.evictionBytes > 0n ? ` (${formatBytes(Number(s.evictionBytes))})` : ""}`,
+    device(s),
     s.ineligibleReason || "",
   ]);
-  process.stdout.write(`weights: α=${r.alpha} β=${r.beta} γ=${r.gamma} δ=${r.delta}\n`);
-  process.stdout.write(table(["AGENT", "TOTAL", "α·CACHE", "−β·KV", "γ·QUEUE", "δ·TRANSFER", "INELIGIBLE"], rows));
+  const size = r.modelBytes > 0n ? formatBytes(Number(r.modelBytes)) : "unknown until converted";
+  process.stdout.write(`model: ${positionals[0]} (${size})\nweights: α=${r.alpha} β=${r.beta} γ=${r.gamma} δ=${r.delta} ε=${r.epsilon}\n`);
+  process.stdout.write(table(["AGENT", "TOTAL", "α·CACHE", "−β·KV", "γ·QUEUE", "δ·TRANSFER", "ε·EVICTION", "DEVICE", "INELIGIBLE"], rows));
+}
+
+/** Where the model is or would go on the agent. */
+function device(s: PlacementScore): string {
+  const on = s.device ? `${s.device}: ` : "";
+  if (s.cacheLevel === 0) return `${on}resident`;
+  if (s.fitsWithoutEviction) return `${on}fits`;
+  if (s.evictionBytes > 0n) return `${on}evicts ${formatBytes(Number(s.evictionBytes))}`;
+  return s.device || "-";
 }

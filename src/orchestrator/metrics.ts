@@ -50,6 +50,8 @@ export class OrchestratorMetrics {
   readonly unloads: Counter<"reason">;
   readonly conversions: Counter<"result">;
   readonly retries: Counter<"model">;
+  readonly reloads: Counter<"model">;
+  readonly progressTimeouts: Counter<"rpc">;
   readonly agentsLive: Gauge;
   readonly tierFreeBytes: Gauge<"agent" | "tier">;
   readonly tierBandwidth: Gauge<"agent" | "tier">;
@@ -140,6 +142,8 @@ export class OrchestratorMetrics {
     this.unloads = new Counter({ name: "unloads_total", help: "Models unloaded from a GPU by the scheduler", labelNames: ["reason"], registers });
     this.conversions = new Counter({ name: "conversions_total", help: "Conversions the scheduler started, by result", labelNames: ["result"], registers });
     this.retries = new Counter({ name: "request_retries_total", help: "Choices retried on another agent after failing before their first token", labelNames: ["model"], registers });
+    this.reloads = new Counter({ name: "not_loaded_reloads_total", help: "Infers an agent answered \"not loaded\" (the scheduler's view was stale): loaded again and retried there", labelNames: ["model"], registers });
+    this.progressTimeouts = new Counter({ name: "agent_progress_timeouts_total", help: "LoadModel and DownloadChunks calls aborted for reporting no progress, by RPC", labelNames: ["rpc"], registers });
     this.httpRequests = new Counter({ name: "http_requests_total", help: "Edge HTTP requests, by endpoint and status", labelNames: ["endpoint", "status"], registers });
     this.rpcRequests = new Counter({ name: "rpc_requests_total", help: "SchedulerService and reflection calls, by method and final gRPC code", labelNames: ["method", "code"], registers });
     this.rpcDuration = new Histogram({ name: "rpc_duration_seconds", help: "SchedulerService and reflection calls, start to last message, seconds", labelNames: ["method"], buckets: LATENCY_BUCKETS, registers });

@@ -44,6 +44,10 @@ export interface OrchestratorOptions {
   maxAttempts?: number;
   agentWaitMs?: number;
   sweepIntervalMs?: number;
+  /** LoadModel or DownloadChunks silent this long is aborted and its agent made suspect, ms (default 60 000). */
+  progressTimeoutMs?: number;
+  /** How long an agent whose call hung stays suspect at least, ms (default: progressTimeoutMs). */
+  suspectHoldMs?: number;
   /** Models registered at start unless already registered. */
   models?: MessageInitShape<typeof ModelSpecSchema>[];
   registry?: Registry;
@@ -95,6 +99,8 @@ export async function startOrchestrator(options: OrchestratorOptions = {}): Prom
       maxAttempts: options.maxAttempts,
       agentWaitMs: options.agentWaitMs,
       sweepIntervalMs: options.sweepIntervalMs,
+      progressTimeoutMs: options.progressTimeoutMs,
+      suspectHoldMs: options.suspectHoldMs,
     },
   );
   const edge = new Edge({ backend: scheduler, metrics, registry, apiKeys: options.apiKeys, log });

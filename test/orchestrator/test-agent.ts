@@ -1,6 +1,10 @@
 // TestAgent: a real AgentService on a loopback port with scripted behaviour (no engine, no
 // tiers), heartbeating to a scheduler like a real agent. Lets scheduler and edge tests control
 // cache levels, bandwidths, queue lengths, token timing and failures, and observe every call.
+// Like the real agent it serves only models it holds on its GPU (an Infer for another answers
+// FAILED_PRECONDITION "not loaded": the scheduler owns loads) and, given devices, keeps a byte
+// budget per device: a load goes to a device with room, else evicts the least recently used idle
+// models down to DRAM, and heartbeats report each device's budget and resident models.
 import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError, createClient, type ConnectRouter, type HandlerContext } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
@@ -40,7 +44,17 @@ export interface TestAgentOptions {
   tokenDelayMs?: number;
   /** Milliseconds a LoadModel takes. */
   loadMs?: number;
+  /** LoadModel sends its first progress message and then nothing until it is cancelled. */
+  hangLoads?: boolean;
   maxModelLen?: number;
+  /** GPU devices and their byte budgets; absent: the agent reports no devices (as older agents did). */
+  devices?: { device: string; budgetBytes: number }[];
+  /** KV floor per resident model, counted in the device budget (default 0). */
+  kvFloorBytes?: number;
+  /** Bytes of particular models (others: modelBytes). */
+  sizes?: Record<string, number>;
+  /** Pinned DRAM pool reported in heartbeats (0: not reported). */
+  dramPoolBytes?: number;
 }
 
 export interface InferCall {
@@ -63,23 +77,33 @@ export class TestAgent {
   readonly id: string;
   readonly infers: InferCall[] = [];
   readonly loads: LoadModelRequest[] = [];
+  /** The signal of each LoadModel call, in order (aborted when the caller cancels it). */
+  readonly loadSignals: AbortSignal[] = [];
   readonly unloads: UnloadModelRequest[] = [];
   readonly downloads: DownloadChunksRequest[] = [];
   readonly failures: InjectedFailure[] = [];
   /** model id → tier, as reported in heartbeats. */
   readonly tiers = new Map<string, Tier>();
+  /** model id → device, for models on the GPU of an agent with devices. */
+  readonly deviceOf = new Map<string, string>();
   readonly lastUsed = new Map<string, number>();
+  /** Infers running per model id. */
+  readonly runningBy = new Map<string, number>();
   options: TestAgentOptions;
   heartbeats = 0;
   private server: RunningServer | undefined;
   private timer: NodeJS.Timeout | undefined;
   private running = 0;
   private beating = false;
+  private paused: Promise<void> | undefined;
 
   private constructor(options: TestAgentOptions) {
     this.id = options.id;
     this.options = options;
-    for (const [model, tier] of Object.entries(options.models ?? {})) this.tiers.set(model, tier);
+    for (const [model, tier] of Object.entries(options.models ?? {})) {
+      this.tiers.set(model, tier);
+      if (tier === Tier.GPU && options.devices !== undefined) this.deviceOf.set(model, this.placeOnDevice(model).device);
+    }
   }
 
   static async start(options: TestAgentOptions): Promise<TestAgent> {
@@ -101,19 +125,62 @@ export class TestAgent {
     return this.running;
   }
 
+  /** Bytes of a model's weights. */
+  sizeOf(model: string): number {
+    return this.options.sizes?.[model] ?? this.options.modelBytes ?? 1e9;
+  }
+
+  /** Moves a model off the GPU without telling anyone (stop heartbeats first to keep the scheduler's view stale). */
+  drop(model: string): void {
+    if (this.tiers.get(model) === Tier.GPU) this.tiers.set(model, Tier.DRAM);
+    this.deviceOf.delete(model);
+  }
+
+  /** Holds every Infer before its first token until the returned function is called. */
+  pause(): () => void {
+    let resume!: () => void;
+    this.paused = new Promise<void>((resolve) => (resume = resolve));
+    return () => {
+      this.paused = undefined;
+      resume();
+    };
+  }
+
   status(): AgentStatus {
     const o = this.options;
+    const idleMs = (model: string) => ((this.runningBy.get(model) ?? 0) > 0 ? 0 : Date.now() - (this.lastUsed.get(model) ?? Date.now()));
     return create(AgentStatusSchema, {
       agentId: this.id,
       address: this.address,
       models: [...this.tiers].map(([modelId, tier]) => ({
         ref: { modelId, revision: "main" },
         tier,
-        bytes: BigInt(o.modelBytes ?? 1e9),
+        bytes: BigInt(this.sizeOf(modelId)),
         kvHitRate: tier === Tier.GPU ? (o.kvHitRate ?? 0) : 0,
-        idleMs: tier === Tier.GPU && this.running === 0 ? BigInt(Date.now() - (this.lastUsed.get(modelId) ?? Date.now())) : 0n,
+        idleMs: tier === Tier.GPU && this.running === 0 ? BigInt(idleMs(modelId)) : 0n,
         queueLength: 0,
+        device: this.deviceOf.get(modelId) ?? "",
       })),
+      devices: (o.devices ?? []).map((d) => {
+        const resident = this.residentOn(d.device).map((model) => ({
+          ref: { modelId: model, revision: "main" },
+          bytes: BigInt(this.held(model)),
+          running: this.runningBy.get(model) ?? 0,
+          idleMs: BigInt(idleMs(model)),
+        }));
+        const used = resident.reduce((sum, r) => sum + Number(r.bytes), 0);
+        const floor = o.kvFloorBytes ?? 0;
+        return {
+          device: d.device,
+          engineId: "e0",
+          budgetBytes: BigInt(d.budgetBytes),
+          usedBytes: BigInt(used),
+          freeBytes: BigInt(Math.max(0, d.budgetBytes - used)),
+          resident,
+          maxModelBytes: BigInt(Math.max(0, d.budgetBytes - floor)),
+        };
+      }),
+      dramPoolBytes: BigInt(o.dramPoolBytes ?? 0),
       tiers: [Tier.GPU, Tier.DRAM, Tier.DISK, Tier.REMOTE].map((tier) => ({
         tier,
         totalBytes: 100n << 30n,
@@ -165,6 +232,43 @@ export class TestAgent {
     return this.kill();
   }
 
+  private residentOn(device: string): string[] {
+    return [...this.deviceOf].filter(([, d]) => d === device).map(([model]) => model);
+  }
+
+  /** Bytes a resident model holds in its device's budget. */
+  private held(model: string): number {
+    return this.sizeOf(model) + (this.options.kvFloorBytes ?? 0);
+  }
+
+  /**
+   * The device a model goes to: the first with room, else the first where evicting idle models
+   * (least recently used first) makes room. RESOURCE_EXHAUSTED when none can.
+   */
+  private placeOnDevice(model: string): { device: string; evicted: string[] } {
+    const devices = this.options.devices ?? [];
+    const need = this.held(model);
+    const free = (device: string, budget: number) => budget - this.residentOn(device).reduce((sum, m) => sum + this.held(m), 0);
+    const roomy = devices.find((d) => free(d.device, d.budgetBytes) >= need);
+    if (roomy !== undefined) return { device: roomy.device, evicted: [] };
+    for (const d of devices) {
+      const idle = this.residentOn(d.device)
+        .filter((m) => (this.runningBy.get(m) ?? 0) === 0)
+        .sort((a, b) => (this.lastUsed.get(a) ?? 0) - (this.lastUsed.get(b) ?? 0));
+      let room = free(d.device, d.budgetBytes);
+      const evicted: string[] = [];
+      for (const m of idle) {
+        if (room >= need) break;
+        room += this.held(m);
+        evicted.push(m);
+      }
+      if (room < need) continue;
+      for (const m of evicted) this.drop(m);
+      return { device: d.device, evicted };
+    }
+    throw new ConnectError(`no device of agent ${this.id} has room for ${model} (${need} bytes)`, Code.ResourceExhausted);
+  }
+
   private impl() {
     // eslint-disable-next-line @typescript-eslint/no-this-alias
     const agent = this;
@@ -178,21 +282,40 @@ export class TestAgent {
       async *readChunk() {},
       async *loadModel(req: LoadModelRequest, ctx: HandlerContext) {
         agent.loads.push(req);
+        agent.loadSignals.push(ctx.signal);
         const model = req.ref!.modelId;
         const start = agent.tiers.get(model) ?? Tier.REMOTE;
-        const bytes = BigInt(agent.options.modelBytes ?? 1e9);
+        const bytes = BigInt(agent.sizeOf(model));
         yield { tier: start, bytesDone: 0n, bytesTotal: bytes, startTier: start };
+        if (agent.options.hangLoads) await new Promise((_, reject) => ctx.signal.addEventListener("abort", () => reject(ctx.signal.reason), { once: true }));
         if (agent.options.loadMs) await sleep(agent.options.loadMs, ctx.signal);
+        let device = "";
+        let evicted: string[] = [];
+        if (agent.options.devices !== undefined && !agent.deviceOf.has(model)) {
+          ({ device, evicted } = agent.placeOnDevice(model));
+          agent.deviceOf.set(model, device);
+        }
         agent.tiers.set(model, Tier.GPU);
         agent.lastUsed.set(model, Date.now());
         const seconds = (agent.options.loadMs ?? 0) / 1000;
-        yield { tier: start, bytesDone: bytes, bytesTotal: bytes, ready: true, startTier: start, seconds, engineId: "e0", timings: [{ tier: start, bytes, seconds }] };
+        yield {
+          tier: start,
+          bytesDone: bytes,
+          bytesTotal: bytes,
+          ready: true,
+          startTier: start,
+          seconds,
+          engineId: "e0",
+          timings: [{ tier: start, bytes, seconds }],
+          evicted: evicted.map((modelId) => ({ modelId, revision: "main" })),
+          device: device || (agent.deviceOf.get(model) ?? ""),
+        };
       },
       async unloadModel(req: UnloadModelRequest) {
         agent.unloads.push(req);
         const model = req.ref!.modelId;
         const was = agent.tiers.get(model);
-        if (was === Tier.GPU) agent.tiers.set(model, Tier.DRAM);
+        agent.drop(model);
         return { unloaded: was === Tier.GPU };
       },
       getStatus() {
@@ -202,8 +325,13 @@ export class TestAgent {
         const call: InferCall = { request: req, signal: ctx.signal, tokensSent: 0, done: false };
         agent.infers.push(call);
         const model = req.ref!.modelId;
+        if (agent.tiers.get(model) !== Tier.GPU) {
+          throw new ConnectError(`${model}@main is not loaded on this agent (LoadModel first)`, Code.FailedPrecondition);
+        }
         agent.running++;
+        agent.runningBy.set(model, (agent.runningBy.get(model) ?? 0) + 1);
         try {
+          if (agent.paused) await agent.paused;
           const failure = agent.failures.shift();
           if (failure !== undefined && (failure.afterTokens ?? 0) === 0) throw new ConnectError(failure.message ?? "injected failure", failure.code);
           const prompt = promptText(req);
@@ -212,7 +340,6 @@ export class TestAgent {
           if (promptTokens >= maxLen) {
             throw new ConnectError(`the prompt has ${promptTokens} tokens; this model serves at most ${maxLen - 1} (max_model_len ${maxLen})`, Code.InvalidArgument);
           }
-          agent.tiers.set(model, Tier.GPU);
           const reply = agent.options.reply ?? DEFAULT_REPLY;
           const max = req.sampling?.maxTokens || reply.length;
           const wantLogprobs = req.sampling?.logprobs ?? false;
@@ -253,6 +380,7 @@ export class TestAgent {
           }
         } finally {
           agent.running--;
+          agent.runningBy.set(model, (agent.runningBy.get(model) ?? 1) - 1);
           agent.lastUsed.set(model, Date.now());
         }
       },

@@ -85,6 +85,8 @@ export function httpStatus(code: Code): number {
 }
 
 const CONTEXT_LENGTH = /max_model_len|context length|maximum context/i;
+/** The scheduler's FAILED_PRECONDITION for a model larger than any agent can load (placer.ts). */
+const MODEL_TOO_LARGE = /^model .* fits no agent: /;
 
 /**
  * Any error (a ConnectError from the scheduler or an agent, an OpenAIError from validation, or
@@ -99,6 +101,7 @@ export function toOpenAIError(err: unknown, promptParam = "messages"): OpenAIErr
   switch (status) {
     case 400:
       if (CONTEXT_LENGTH.test(message)) return badRequest(message, promptParam, "context_length_exceeded");
+      if (MODEL_TOO_LARGE.test(message)) return badRequest(message, "model", "model_too_large");
       return badRequest(message);
     case 401:
       return new OpenAIError(401, message, "invalid_request_error", null, "invalid_api_key");

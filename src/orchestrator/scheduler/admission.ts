@@ -1,17 +1,31 @@
 // Admission: a bound on sequences in flight per agent, and one bounded FIFO of requests waiting
-// for a slot. When the queue is full a request is refused at once with RESOURCE_EXHAUSTED and a
+// to be placed. When the queue is full a request is refused at once with RESOURCE_EXHAUSTED and a
 // retry-after hint (the edge turns it into 429 + Retry-After).
+//
+// Waiting requests differ in what they can use (another model, agents it already failed on, room
+// on a GPU), so a request that can be placed now never waits behind one that cannot: whenever
+// something changes (slots released, an agent appeared, the periodic sweep) every waiter, oldest
+// first, tries again, and each takes what it can. An earlier waiter always tries before a later
+// one, and a newcomer tries only after every waiter has had its turn.
 import { Code, ConnectError } from "@connectrpc/connect";
 
 export interface AdmissionOptions {
   /** Sequences (choices) in flight per agent before requests queue. */
   maxInflightPerAgent: number;
-  /** Requests that may wait for a slot; one more is refused. */
+  /** Requests that may wait; one more is refused. */
   maxQueue: number;
 }
 
+/**
+ * One try at placing a request: the placement (having taken its slots with `tryAcquire`), or
+ * undefined to keep waiting. Synchronous, so no other request can take the slots between the look
+ * and the take. Throwing ends the wait with that error.
+ */
+export type Attempt<T> = () => T | undefined;
+
 interface Waiter {
-  wake: () => void;
+  /** Tries once; true when the waiter is done (placed or failed) and leaves the queue. */
+  attempt: () => boolean;
 }
 
 export class Admission {
@@ -19,6 +33,8 @@ export class Admission {
   private readonly queue: Waiter[] = [];
   /** Recent request durations (EWMA, ms) for the retry-after estimate. */
   private averageMs = 1000;
+  private retrying = false;
+  private retryAgain = false;
 
   constructor(readonly options: AdmissionOptions) {}
 
@@ -37,13 +53,13 @@ export class Admission {
     return true;
   }
 
-  /** Gives slots back and lets the longest-waiting request look again. */
+  /** Gives slots back and lets the waiting requests try again. */
   release(agentId: string, count: number, durationMs?: number): void {
     const left = this.inflight(agentId) - count;
     if (left > 0) this.inflightByAgent.set(agentId, left);
     else this.inflightByAgent.delete(agentId);
     if (durationMs !== undefined) this.averageMs = 0.9 * this.averageMs + 0.1 * durationMs;
-    this.wakeOne();
+    this.retryWaiting();
   }
 
   get queued(): number {
@@ -68,38 +84,65 @@ export class Admission {
   }
 
   /**
-   * Waits (FIFO) until a slot is released somewhere or `wakeAll` is called, then returns so the
-   * caller can place again. Throws `full()` when the queue is full, or the signal's reason.
-   * `front`: a request that was woken but found no slot goes back to the head, keeping its turn.
+   * Admits a request: after every waiting request has tried again, runs `attempt`; while it returns
+   * undefined the request waits (FIFO) and `attempt` runs again on every change. Resolves with the
+   * placement; rejects with `full()` when the queue is full, with what `attempt` threw, or with the
+   * signal's reason.
    */
-  async wait(signal: AbortSignal, front = false): Promise<void> {
-    if (!front && this.queue.length >= this.options.maxQueue) throw this.full();
+  async admit<T>(attempt: Attempt<T>, signal: AbortSignal): Promise<T> {
     signal.throwIfAborted();
-    await new Promise<void>((resolve, reject) => {
-      const waiter: Waiter = {
-        wake: () => {
-          signal.removeEventListener("abort", onAbort);
-          resolve();
-        },
-      };
-      const onAbort = () => {
+    if (this.queue.length > 0) this.retryWaiting();
+    const now = attempt();
+    if (now !== undefined) return now;
+    if (this.queue.length >= this.options.maxQueue) throw this.full();
+    return new Promise<T>((resolve, reject) => {
+      let settled = false;
+      const leave = () => {
+        settled = true;
         const i = this.queue.indexOf(waiter);
         if (i >= 0) this.queue.splice(i, 1);
+        signal.removeEventListener("abort", onAbort);
+      };
+      const onAbort = () => {
+        leave();
         reject(signal.reason);
       };
+      const waiter: Waiter = {
+        attempt: () => {
+          if (settled) return true;
+          let placed: T | undefined;
+          try {
+            placed = attempt();
+          } catch (err) {
+            leave();
+            reject(err);
+            return true;
+          }
+          if (placed === undefined) return false;
+          leave();
+          resolve(placed);
+          return true;
+        },
+      };
       signal.addEventListener("abort", onAbort, { once: true });
-      if (front) this.queue.unshift(waiter);
-      else this.queue.push(waiter);
+      this.queue.push(waiter);
     });
   }
 
-  /** Wakes the head of the queue. */
-  wakeOne(): void {
-    this.queue.shift()?.wake();
-  }
-
-  /** Wakes everyone (an agent appeared, or placement inputs changed). */
-  wakeAll(): void {
-    for (const w of this.queue.splice(0)) w.wake();
+  /** Every waiter, oldest first, tries again (something changed: slots, agents, memory). */
+  retryWaiting(): void {
+    if (this.retrying) {
+      this.retryAgain = true; // a waiter's try released something: go round once more after this pass
+      return;
+    }
+    this.retrying = true;
+    try {
+      do {
+        this.retryAgain = false;
+        for (const waiter of [...this.queue]) waiter.attempt();
+      } while (this.retryAgain);
+    } finally {
+      this.retrying = false;
+    }
   }
 }

@@ -1,6 +1,8 @@
 // Agents as the scheduler knows them: soft state rebuilt from heartbeats. An agent whose
 // heartbeats stop for longer than the expiry is not placed on; one that failed a call is "suspect"
-// (not placed on) until a status probe answers again; one silent for much longer is forgotten.
+// (not placed on) until a status probe answers again — and, after a call that hung, not before a
+// hold has passed, since a hung load says nothing about whether GetStatus answers; one silent for
+// much longer is forgotten.
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { AgentStatus } from "../../gen/thaw/agent/v1/agent_pb.js";
 
@@ -11,6 +13,8 @@ export interface AgentRecord {
   firstSeenMs: number;
   /** Why the agent is not placed on after a failed call (cleared by a successful probe), or undefined. */
   suspect?: string;
+  /** A probe clears the suspicion only from this time on (ms; 0: at once). */
+  suspectUntilMs: number;
 }
 
 export interface AgentRegistryOptions {
@@ -39,7 +43,7 @@ export class AgentRegistry {
     let record = this.agents.get(id);
     const wasLive = record !== undefined && this.isLive(record);
     if (record === undefined) {
-      record = { id, status, lastHeartbeatMs: now, firstSeenMs: now };
+      record = { id, status, lastHeartbeatMs: now, firstSeenMs: now, suspectUntilMs: 0 };
       this.agents.set(id, record);
     } else {
       record.status = status;
@@ -74,17 +78,22 @@ export class AgentRegistry {
     return this.all().filter((r) => this.isUsable(r));
   }
 
-  markSuspect(id: string, reason: string): void {
+  /** Not placed on until a probe clears it, and not before `holdMs` from now. */
+  markSuspect(id: string, reason: string, holdMs = 0): void {
     const r = this.agents.get(id);
-    if (r) r.suspect = reason;
+    if (r === undefined) return;
+    r.suspect = reason;
+    r.suspectUntilMs = Math.max(r.suspectUntilMs, this.now() + holdMs);
   }
 
-  clearSuspect(id: string): void {
+  /** A probe answered: the agent is usable again unless its hold has not passed. Returns whether it was cleared. */
+  clearSuspect(id: string): boolean {
     const r = this.agents.get(id);
-    if (r && r.suspect !== undefined) {
-      r.suspect = undefined;
-      this.changed();
-    }
+    if (r === undefined || r.suspect === undefined || this.now() < r.suspectUntilMs) return false;
+    r.suspect = undefined;
+    r.suspectUntilMs = 0;
+    this.changed();
+    return true;
   }
 
   suspects(): AgentRecord[] {

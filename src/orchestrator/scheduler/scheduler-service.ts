@@ -39,7 +39,7 @@ export class SchedulerServiceImpl implements ServiceImpl<typeof SchedulerService
   }
 
   explainPlacement(request: ExplainPlacementRequest) {
-    const { alpha, beta, gamma, delta } = this.scheduler.options.weights;
+    const { alpha, beta, gamma, delta, epsilon } = this.scheduler.options.weights;
     const scores = this.scheduler.explain(request.model).map((s) => ({
       agentId: s.agentId,
       cacheLevel: s.cacheLevel,
@@ -53,8 +53,12 @@ export class SchedulerServiceImpl implements ServiceImpl<typeof SchedulerService
       total: s.total,
       chosen: s.chosen,
       ineligibleReason: s.ineligibleReason,
+      fitsWithoutEviction: s.memory.fit === "fits",
+      evictionBytes: BigInt(s.memory.evictionBytes),
+      evictionTerm: s.evictionTerm,
+      device: s.memory.device,
     }));
-    return { scores, alpha, beta, gamma, delta };
+    return { scores, alpha, beta, gamma, delta, epsilon, modelBytes: BigInt(this.scheduler.modelBytes(request.model)) };
   }
 
   chatCompletion(request: ChatCompletionRequest, ctx: HandlerContext) {

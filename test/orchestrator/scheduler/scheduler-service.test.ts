@@ -23,7 +23,7 @@ async function client(now = () => 1_000_000) {
       connector: { client: () => { throw new Error("no agent calls in these tests"); } },
       now,
     },
-    { weights: { alpha: 2, beta: 1, gamma: 0.5, delta: 0.25 }, heartbeatIntervalMs: 750, agentWaitMs: 0 },
+    { weights: { alpha: 2, beta: 1, gamma: 0.5, delta: 0.25, epsilon: 3 }, heartbeatIntervalMs: 750, agentWaitMs: 0 },
   );
   const transport = createRouterTransport((router) => router.service(SchedulerService, new SchedulerServiceImpl(scheduler)));
   return createClient(SchedulerService, transport);
@@ -49,9 +49,23 @@ test("register fills defaults; list; explain reports the weights; unknown models
   await c.unregisterModel({ id: "ext" });
   await c.heartbeat({ status: create(AgentStatusSchema, { agentId: "a", address: "a:1", models: [{ ref: { modelId: "org/m" }, tier: Tier.DISK, bytes: 10n }] }) });
   const explained = await c.explainPlacement({ model: "org/m" });
-  t.deepEqual([explained.alpha, explained.beta, explained.gamma, explained.delta], [2, 1, 0.5, 0.25]);
+  t.deepEqual([explained.alpha, explained.beta, explained.gamma, explained.delta, explained.epsilon], [2, 1, 0.5, 0.25, 3]);
+  t.is(explained.modelBytes, 0n, "unknown until converted");
   t.deepEqual(explained.scores.map((s) => [s.agentId, s.cacheLevel, s.cacheTerm, s.chosen]), [["a", 2, 4, true]]);
   t.deepEqual((await c.listModels({})).models[0].placements.map((p) => [p.agentId, p.tier]), [["a", Tier.DISK]]);
+  // An agent that reports devices: where the model would go, and what it would evict.
+  const GB = 1_000_000_000n;
+  await c.heartbeat({
+    status: create(AgentStatusSchema, {
+      agentId: "b",
+      address: "b:1",
+      models: [{ ref: { modelId: "org/m" }, tier: Tier.DISK, bytes: 4n * GB }],
+      tiers: [{ tier: Tier.DRAM, bandwidthBytesPerSecond: 8e9 }],
+      devices: [{ device: "cuda:0", budgetBytes: 8n * GB, freeBytes: 2n * GB, maxModelBytes: 7n * GB, resident: [{ ref: { modelId: "x" }, bytes: 6n * GB, idleMs: 5n }] }],
+    }),
+  });
+  const b = (await c.explainPlacement({ model: "org/m" })).scores.find((s) => s.agentId === "b")!;
+  t.deepEqual([b.device, b.fitsWithoutEviction, b.evictionBytes, b.evictionTerm], ["cuda:0", false, 6n * GB, (3 * 6e9) / 8e9]);
   t.is(((await t.throwsAsync(c.explainPlacement({ model: "nope" }))) as ConnectError).code, Code.NotFound);
 });
 
