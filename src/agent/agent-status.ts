@@ -48,7 +48,7 @@ function withRevision(ref: { modelId: string; revision?: string }): { modelId: s
   return { modelId: ref.modelId, revision: ref.revision || "main" };
 }
 
-function deviceStatuses(gpu: GpuTier, now: number): DeviceStatus[] {
+function deviceStatuses(gpu: GpuTier): DeviceStatus[] {
   return gpu.devices().map((d) => {
     const budget = d.budgetBytes ?? 0;
     const stats = d.worker.stats;
@@ -63,7 +63,7 @@ function deviceStatuses(gpu: GpuTier, now: number): DeviceStatus[] {
       freeBytes: BigInt(Math.max(0, budget - d.usedBytes)),
       kvPoolBytes: BigInt(d.kvPoolBytes ?? 0),
       kvUsedBytes: kvUsed,
-      resident: d.residents.map((m) => ({ ref: withRevision(m.ref), bytes: BigInt(m.bytes), running: m.running, idleMs: BigInt(m.idleMs(now)) })),
+      resident: d.residents.map((m) => ({ ref: withRevision(m.ref), bytes: BigInt(m.bytes), running: m.running, idleMs: BigInt(m.idleMs()) })),
       maxModelBytes: BigInt(d.budgetBytes === undefined ? 0 : maxModelBytes(budget, d.floorBytes)),
     });
   });
@@ -85,11 +85,10 @@ function engineInfos(gpu: GpuTier, external: ExternalModels): EngineInfo[] {
 }
 
 export function buildAgentStatus(s: StatusSources): AgentStatus {
-  const now = Date.now();
   const { disk, dram, gpu, loader, external, requests, bandwidth } = s;
   const residence = new Map<string, { worker: EngineWorker; ref: CheckpointRef; bytes: number; idleMs: number }>();
   for (const worker of gpu.engines.workers()) {
-    for (const m of worker.models()) residence.set(m.key, { worker, ref: m.ref, bytes: m.weightBytes, idleMs: m.idleMs(now) });
+    for (const m of worker.models()) residence.set(m.key, { worker, ref: m.ref, bytes: m.weightBytes, idleMs: m.idleMs() });
   }
   const keys = new Set<string>([...disk.keys(), ...dram.keys(), ...external.keys(), ...residence.keys()]);
   const models = [...keys].sort().map((key) => {
@@ -111,7 +110,7 @@ export function buildAgentStatus(s: StatusSources): AgentStatus {
     });
   });
 
-  const devices = deviceStatuses(gpu, now);
+  const devices = deviceStatuses(gpu);
   // The GPU tier's capacity is that of real GPUs; a CPU engine shows up in `devices` as "cpu".
   const gpus = devices.filter((d) => d.device.startsWith("cuda"));
   const gpuTotal = gpus.reduce((a, d) => a + d.budgetBytes, 0n);

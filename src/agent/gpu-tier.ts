@@ -23,6 +23,8 @@ export interface GpuTierOptions extends Pick<SupervisorOptions, "devices" | "lau
   floorBytes: (device: string) => number;
   /** Each worker's shared KV pool as passed at spawn (--kv-pool-bytes); default: what the worker reports. */
   kvPoolBytes?: number;
+  /** A model became resident on a device. */
+  onResident?: (model: ResidentModel, device: string) => void;
   /** A model left its device: unloaded, evicted for another, or lost with its worker. */
   onGone?: (model: ResidentModel, why: GoneWhy, device: string) => void;
 }
@@ -166,6 +168,7 @@ export class GpuTier {
    */
   async reserve(key: string, weightBytes: number, signal?: AbortSignal): Promise<Residence | Reservation> {
     const evicted: CheckpointRef[] = [];
+    let waited = false;
     for (;;) {
       signal?.throwIfAborted();
       const step = await this.exclusive(async (): Promise<Residence | Reservation | { wait: Promise<void> } | "again"> => {
@@ -192,6 +195,8 @@ export class GpuTier {
           case "wait": {
             const failing = this.engines.keepsFailing();
             if (failing !== undefined) throw new ConnectError(failing, Code.Unavailable);
+            if (!waited) this.options.launch.log(`${key} waits for room: ${plan.reason}`);
+            waited = true;
             return { wait: this.nextChange() };
           }
         }
@@ -294,6 +299,7 @@ export class GpuTier {
         }
         const model = new ResidentModel({ key, ref, weightBytes, floorBytes, release });
         worker.add(model);
+        this.options.onResident?.(model, worker.device);
         return model;
       },
       cancel: end,

@@ -20,8 +20,8 @@ export class ResidentModel {
   readonly ref: CheckpointRef;
   readonly weightBytes: number;
   readonly floorBytes: number;
-  readonly loadedAt = Date.now();
-  private lastUsedAt = Date.now();
+  /** performance.now() of its last use: monotonic and finer than a millisecond, so LRU order is exact. */
+  private lastUsedAt = performance.now();
   private readonly streams = new Set<AbortController>();
   private leavingNow = false;
   private released = false;
@@ -55,26 +55,26 @@ export class ResidentModel {
   }
 
   /** Milliseconds since it last served (0 while a stream runs). */
-  idleMs(now = Date.now()): number {
-    return this.streams.size > 0 ? 0 : Math.max(0, now - this.lastUsedAt);
+  idleMs(): number {
+    return this.streams.size > 0 ? 0 : Math.max(0, Math.round(performance.now() - this.lastUsedAt));
   }
 
   /** Counts a use (a LoadModel that found it resident). */
   touch(): void {
-    this.lastUsedAt = Date.now();
+    this.lastUsedAt = performance.now();
   }
 
   /** Registers a stream; false when the model is leaving. */
   openStream(controller: AbortController): boolean {
     if (this.leavingNow) return false;
     this.streams.add(controller);
-    this.lastUsedAt = Date.now();
+    this.lastUsedAt = performance.now();
     return true;
   }
 
   closeStream(controller: AbortController): void {
     this.streams.delete(controller);
-    this.lastUsedAt = Date.now();
+    this.lastUsedAt = performance.now();
   }
 
   /** From now on no stream starts on it. */

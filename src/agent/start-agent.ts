@@ -232,6 +232,8 @@ async function composeAgent(options: AgentOptions, closers: (() => void | Promis
     cpuBudgetBytes: dramBytes > 0 ? dramBytes : Math.floor(os.totalmem() / 2),
     floorBytes,
     kvPoolBytes: options.kvPoolBytes,
+    // The scheduler learns of every change at once, not at the next heartbeat.
+    onResident: () => heartbeats?.poke(),
     onGone: (model, why, device) => {
       if (why === "evict") metrics.evictions.inc({ tier: "gpu" });
       log(`${model.key} left ${device} (${why})`);
