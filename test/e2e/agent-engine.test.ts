@@ -1,6 +1,7 @@
 // The agent with a real engine worker (Python, CPU) and the tiny models in a LocalStore: download
-// → load → streaming infer, shared loads, evictions under small budgets and reloads from the next
-// tier, corrupt chunks, stop strings, cancellation, a worker killed mid-stream, peers, metrics.
+// → load → streaming infer, shared loads, evictions under small budgets (room for one model on the
+// device and in the pool) and reloads from the next tier, corrupt chunks, stop strings,
+// cancellation, a worker killed mid-stream, peers, metrics. Many models at once: agent-multimodel.
 // One agent and one worker serve every test (importing torch takes seconds), so tests run in order.
 import test from "ava";
 import { readFile, writeFile } from "node:fs/promises";
@@ -41,10 +42,13 @@ test.before(async () => {
     store,
     engines: "cpu",
     python: PYTHON,
-    // The pool holds one model, the disk two and a half: loading a second and a third evicts.
+    // The pool (and so the CPU device's budget) holds one model, the disk two and a half: loading a
+    // second and a third evicts.
     dramBytes: Math.ceil((size * 1.5) / 4096) * 4096,
     diskBytes: Math.floor(size * 2.5),
-    engineArgs: ["--kv-cache-bytes", String(8 << 20), "--threads", "1"],
+    kvFloorBytes: 1 << 20,
+    kvPoolBytes: 8 << 20,
+    engineArgs: ["--threads", "1"],
     healthIntervalMs: 200,
     log: (line) => logs.push(line),
   });
@@ -107,6 +111,8 @@ test.serial("download → load → infer: progress per tier, then tokens as they
   t.true(progress.some((p) => p.tier === Tier.REMOTE && !p.ready));
   t.is(tier("llama"), Tier.GPU);
   t.regex(last.engineId, /^engine-/);
+  t.is(last.device, "cpu");
+  t.deepEqual(last.evicted, []);
 
   const messages = [{ role: "user", content: "Hello there" }];
   const out = await infer({ ref: ref("llama"), prompt: { case: "chat", value: { messages, addGenerationPrompt: true } }, sampling: { ...greedy, maxTokens: 12 }, skipSpecialTokens: true });
@@ -149,6 +155,8 @@ test.serial("two concurrent loads of a model not yet here load it once", async (
   t.is(a.at(-1)!.engineId, b.at(-1)!.engineId);
   t.is(a.at(-1)!.startTier, Tier.REMOTE);
   t.is(b.at(-1)!.startTier, Tier.REMOTE);
+  // The device holds one model: the idle llama made room, and LoadModel says so.
+  t.deepEqual(a.at(-1)!.evicted.map((r) => r.modelId), ["tiny-llama"]);
   t.is(await sumMetric("cold_starts_total"), coldBefore + 1);
   const remoteBytes = (await metric('load_bytes_total{tier="remote"}')) - remoteBefore;
   t.is(remoteBytes, Number(a.at(-1)!.timings.find((x) => x.tier === Tier.REMOTE)!.bytes));
@@ -238,7 +246,7 @@ test.serial("stop strings end the output before the match; cancelling reaches th
   t.is(agent.status().queueLength, 0);
 });
 
-test.serial("a worker killed mid-stream ends the stream with an error; the next request runs on a new worker", async (t) => {
+test.serial("a worker killed mid-stream ends the stream with an error; the model is gone until loaded on the new worker", async (t) => {
   await load("llama");
   const [pid] = agent.enginePids();
   const stream = owned.client.infer({ ref: ref("llama"), prompt: { case: "text", value: "Again" }, sampling: { maxTokens: 100_000, ignoreEos: true } });
@@ -250,6 +258,10 @@ test.serial("a worker killed mid-stream ends the stream with an error; the next 
   t.is(e.code, Code.Unavailable, e.message);
   t.regex(e.message, /engine worker .* killed by SIGKILL/);
   t.not(tier("llama"), Tier.GPU); // reported unloaded
+  const refused = ConnectError.from(await t.throwsAsync(infer({ ref: ref("llama"), prompt: { case: "text", value: "Again" } })));
+  t.is(refused.code, Code.FailedPrecondition);
+  t.regex(refused.rawMessage, /not loaded on this agent \(LoadModel first\)/);
+  await load("llama"); // waits for the new worker
   const out = await infer({ ref: ref("llama"), prompt: { case: "text", value: "Again" }, sampling: { ...greedy, maxTokens: 4 } });
   t.is(out.at(-1)!.finishReason, FinishReason.LENGTH);
   t.not(agent.enginePids()[0], pid);
@@ -285,6 +297,11 @@ test.serial("status and /metrics report tiers, bandwidths, engines and the agent
   t.is(status.engines.length, 1);
   t.is(status.engines[0].device, "cpu");
   t.is(status.gpuCount, 0);
+  // The CPU engine is a device of the GPU tier's budget, reported as "cpu", never as GPU capacity.
+  t.is(status.tiers.find((c) => c.tier === Tier.GPU)!.totalBytes, 0n);
+  t.deepEqual(status.devices.map((d) => d.device), ["cpu"]);
+  t.is(status.devices[0].budgetBytes, status.dramPoolBytes, "a CPU engine's budget is the pool it serves from");
+  t.is(status.devices[0].engineId, status.engines[0].engineId);
   const body = await (await fetch(`${agent.url}/metrics`)).text();
   for (const name of ["model_load_seconds_bucket", "cold_starts_total", "load_bytes_total", "pinned_pool_bytes", "evictions_total", "queue_lengths", "cache_hit_ratio", "agent_loads"]) {
     t.true(body.includes(name), name);
