@@ -128,10 +128,14 @@ test.serial("cancelling the Infer call closes the HTTP stream to the runtime", a
   t.is((await debug()).disconnects, before + 1);
 });
 
-test.serial("UnloadModel stops the server; the next Infer starts it again", async (t) => {
+test.serial("UnloadModel stops the server; Infer is refused until LoadModel starts it again", async (t) => {
   const pid = agent.status().engines.find((e) => e.device === "external")!.pid;
   t.true((await owned.client.unloadModel({ ref })).unloaded);
   t.not(agent.status().engines.find((e) => e.device === "external")!.state, EngineState.SERVING);
+  const refused = ConnectError.from(await t.throwsAsync(infer({ prompt: { case: "text", value: "x" } })));
+  t.is(refused.code, Code.FailedPrecondition);
+  t.is(refused.rawMessage, "ext-model@main is not loaded on this agent (LoadModel first)");
+  for await (const _ of owned.client.loadModel({ ref }));
   const out = await infer({ prompt: { case: "tokens", value: { tokenIds: [1, 2, 3] } }, sampling: { maxTokens: 2 } });
   t.is(out.map((r) => r.text).join(""), "one two");
   const engine = agent.status().engines.find((e) => e.device === "external")!;
@@ -140,7 +144,7 @@ test.serial("UnloadModel stops the server; the next Infer starts it again", asyn
   const err = await t.throwsAsync(async () => {
     for await (const _ of owned.client.infer({ ref: { modelId: "not-configured" }, prompt: { case: "text", value: "x" } }));
   });
-  t.is(ConnectError.from(err).code, Code.NotFound);
+  t.is(ConnectError.from(err).code, Code.FailedPrecondition);
 });
 
 test.serial("LoadModel can name the command (launch_command) when the agent allows it", async (t) => {
