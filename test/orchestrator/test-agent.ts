@@ -77,8 +77,8 @@ export class TestAgent {
   readonly id: string;
   readonly infers: InferCall[] = [];
   readonly loads: LoadModelRequest[] = [];
-  /** The signal of each LoadModel call, in order (aborted when the caller cancels it). */
-  readonly loadSignals: AbortSignal[] = [];
+  /** LoadModel calls the caller cancelled before they finished. */
+  readonly cancelledLoads: LoadModelRequest[] = [];
   readonly unloads: UnloadModelRequest[] = [];
   readonly downloads: DownloadChunksRequest[] = [];
   readonly failures: InjectedFailure[] = [];
@@ -282,13 +282,17 @@ export class TestAgent {
       async *readChunk() {},
       async *loadModel(req: LoadModelRequest, ctx: HandlerContext) {
         agent.loads.push(req);
-        agent.loadSignals.push(ctx.signal);
         const model = req.ref!.modelId;
         const start = agent.tiers.get(model) ?? Tier.REMOTE;
         const bytes = BigInt(agent.sizeOf(model));
         yield { tier: start, bytesDone: 0n, bytesTotal: bytes, startTier: start };
-        if (agent.options.hangLoads) await new Promise((_, reject) => ctx.signal.addEventListener("abort", () => reject(ctx.signal.reason), { once: true }));
-        if (agent.options.loadMs) await sleep(agent.options.loadMs, ctx.signal);
+        try {
+          if (agent.options.hangLoads) await new Promise((_, reject) => ctx.signal.addEventListener("abort", () => reject(ctx.signal.reason), { once: true }));
+          if (agent.options.loadMs) await sleep(agent.options.loadMs, ctx.signal);
+        } catch (err) {
+          agent.cancelledLoads.push(req);
+          throw err;
+        }
         let device = "";
         let evicted: string[] = [];
         if (agent.options.devices !== undefined && !agent.deviceOf.has(model)) {

@@ -24,7 +24,7 @@ import type { AgentConnector } from "./links.js";
 import type { RegisteredModel } from "./model-registry.js";
 import { agentModelKey, keyOf, refOf, tierName } from "./model-refs.js";
 import { cacheLevel } from "./placement.js";
-import { NoProgressError, withProgressTimeout } from "./progress-timeout.js";
+import { isNoProgress, withProgressTimeout } from "./progress-timeout.js";
 import type { Residency } from "./residency.js";
 
 export interface ModelLoadsDeps {
@@ -168,7 +168,7 @@ export class ModelLoads {
         if (i > 0) helpers.push(r.value.status.address);
         return;
       }
-      if (i === 0 && r.reason instanceof NoProgressError) throw r.reason;
+      if (i === 0 && isNoProgress(r.reason)) throw r.reason;
       this.deps.log(`download of ${keyOf(ref)} chunks on ${workers[i].id} failed: ${ConnectError.from(r.reason).message}`);
     });
     return helpers;
@@ -176,7 +176,7 @@ export class ModelLoads {
 
   /** A call to an agent failed: one that hung is counted and makes the agent suspect for the hold. */
   private failed(agent: AgentRecord, rpc: string, err: unknown): unknown {
-    if (err instanceof NoProgressError) {
+    if (isNoProgress(err)) {
       this.deps.metrics.progressTimeouts.inc({ rpc });
       this.deps.log(`agent ${agent.id}: ${err.rawMessage}`);
       this.deps.probes.suspect(agent, err.rawMessage, this.deps.suspectHoldMs);

@@ -3,17 +3,26 @@
 // so a total deadline would be wrong; a call that stops reporting is hung).
 import { Code, ConnectError } from "@connectrpc/connect";
 
-/** The call said nothing for too long and was aborted. */
-export class NoProgressError extends ConnectError {
-  constructor(what: string, ms: number) {
-    super(`${what}: no progress for ${(ms / 1000).toFixed(ms < 1000 ? 3 : 0)} s; aborted`, Code.DeadlineExceeded);
-    this.name = "NoProgressError";
-  }
+// Errors this module made. (Not a ConnectError subclass: ConnectError's instanceof checks the
+// error's name, so a subclass could not be told apart from any other ConnectError.)
+const silences = new WeakSet<object>();
+
+/** The call said nothing for too long and was aborted (DEADLINE_EXCEEDED). */
+function noProgress(what: string, ms: number): ConnectError {
+  const err = new ConnectError(`${what}: no progress for ${(ms / 1000).toFixed(ms < 1000 ? 3 : 0)} s; aborted`, Code.DeadlineExceeded);
+  silences.add(err);
+  return err;
+}
+
+/** True for the error of a call aborted by withProgressTimeout. */
+export function isNoProgress(err: unknown): err is ConnectError {
+  return typeof err === "object" && err !== null && silences.has(err);
 }
 
 /**
  * Iterates the stream `call` opens, aborting it (through the signal it is given) with a
- * NoProgressError when no message arrives for `ms`. `signal` aborts it too, with its own reason.
+ * DEADLINE_EXCEEDED error (see isNoProgress) when no message arrives for `ms`. `signal` aborts it
+ * too, with its own reason.
  */
 export async function* withProgressTimeout<T>(
   call: (signal: AbortSignal) => AsyncIterable<T>,
@@ -24,9 +33,9 @@ export async function* withProgressTimeout<T>(
   const ctl = new AbortController();
   const onAbort = () => ctl.abort(signal!.reason);
   signal?.addEventListener("abort", onAbort, { once: true });
-  let silent: NoProgressError | undefined;
+  let silent: ConnectError | undefined;
   const timer = setTimeout(() => {
-    silent = new NoProgressError(what, ms);
+    silent = noProgress(what, ms);
     ctl.abort(silent);
   }, ms);
   try {

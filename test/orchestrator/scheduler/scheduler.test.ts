@@ -1,55 +1,19 @@
 // The scheduler over real servers: an orchestrator on a loopback port and TestAgents (real
 // AgentService servers with scripted behaviour) heartbeating to it. Placement, the cold-start
 // flow, keep-alive, admission, retries and mid-stream failures.
-import test, { type ExecutionContext } from "ava";
+import test from "ava";
 import path from "node:path";
-import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { Tier } from "../../../src/gen/thaw/agent/v1/agent_pb.js";
-import { CheckpointIndexSchema, type CheckpointIndex } from "../../../src/gen/thaw/checkpoint/v1/checkpoint_pb.js";
 import { ThawClient } from "../../../src/client/thaw-client.js";
-import { startOrchestrator, type OrchestratorOptions, type RunningOrchestrator } from "../../../src/orchestrator/orchestrator.js";
+import { startOrchestrator, type RunningOrchestrator } from "../../../src/orchestrator/orchestrator.js";
 import type { ConverterLink } from "../../../src/orchestrator/scheduler/links.js";
-import { sleep, TestAgent, type TestAgentOptions } from "../test-agent.js";
+import { sleep, TestAgent } from "../test-agent.js";
 import { tempDirs } from "../../fixtures/temp-dir.js";
+import { heartbeatRound, index, system, until } from "./system.js";
 
 const dirs = tempDirs("thaw-scheduler-");
 test.after.always(() => dirs.cleanup());
-
-async function system(t: ExecutionContext, agents: Omit<TestAgentOptions, "scheduler">[], options: OrchestratorOptions = {}) {
-  const orchestrator = await startOrchestrator({
-    port: 0,
-    modelsFile: null,
-    heartbeatIntervalMs: 100,
-    // Generous: ava runs test files in parallel on few cores, and heartbeats can be late.
-    agentExpiryMs: 5000,
-    sweepIntervalMs: 50,
-    agentWaitMs: 1000,
-    models: [{ id: "m" }],
-    log: () => {},
-    ...options,
-  });
-  const started: TestAgent[] = [];
-  for (const a of agents) started.push(await TestAgent.start({ heartbeatMs: 50, ...a, scheduler: orchestrator.url }));
-  t.teardown(async () => {
-    for (const a of started) await a.close();
-    await orchestrator.close();
-  });
-  return { orchestrator, agents: started, client: new ThawClient(orchestrator.url) };
-}
-
-async function until(cond: () => boolean, ms = 3000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error("condition not met in time");
-    await sleep(10);
-  }
-}
-
-async function heartbeatRound(agents: TestAgent[]): Promise<void> {
-  const seen = agents.map((a) => a.heartbeats);
-  await until(() => agents.every((a, i) => a.heartbeats >= seen[i] + 2));
-}
 
 test("places by score; ExplainPlacement shows each term and the choice", async (t) => {
   const { agents, client } = await system(t, [
@@ -258,14 +222,3 @@ test("unknown models are NOT_FOUND; unregistering works once", async (t) => {
   await client.unregisterModel("m");
   t.is(((await t.throwsAsync(client.unregisterModel("m"))) as ConnectError).code, Code.NotFound);
 });
-
-/** An index of `chunks` chunks of 4096 bytes. */
-function index(chunks: number): CheckpointIndex {
-  return create(CheckpointIndexSchema, {
-    formatVersion: 1,
-    ref: { modelId: "m", revision: "main" },
-    modelKey: "m@main",
-    totalBytes: BigInt(4096 * chunks),
-    chunks: Array.from({ length: chunks }, (_, i) => ({ fileName: `chunk-${String(i).padStart(5, "0")}.bin`, byteLength: 4096n })),
-  });
-}
