@@ -3,7 +3,7 @@
 // baselines measured in the same run (cp of the store folder, cat of cold chunk files).
 //
 //   npx tsx bench/agent/load-tiers.ts [--layers 12] [--hidden 1024] [--reps 3] [--python PY] [--out DIR]
-//                                     [--engines cpu|cuda:0] [--kv-cache-bytes N] [--engine-args "..."]
+//                                     [--engines cpu|cuda:0] [--kv-floor-bytes N] [--engine-args "..."]
 // It also loads the tiny Llama and prints its greedy tokens for a fixed prompt (the same on every
 // engine: a CPU run gives the reference a GPU run is compared with, --expect 1,2,3).
 //
@@ -34,7 +34,7 @@ const { values } = parseArgs({
     python: { type: "string", default: process.env.THAW_PYTHON ?? "/usr/bin/python3" },
     out: { type: "string", default: "bench/out/agent" },
     engines: { type: "string", default: "cpu" },
-    "kv-cache-bytes": { type: "string", default: String(16 << 20) },
+    "kv-floor-bytes": { type: "string", default: String(16 << 20) },
     expect: { type: "string" },
     "engine-args": { type: "string", default: "" },
   },
@@ -146,7 +146,8 @@ async function main(): Promise<void> {
     python: values.python,
     dramBytes: Math.ceil((total + (64 << 20)) / 4096) * 4096,
     diskBytes: total * 2,
-    engineArgs: ["--kv-cache-bytes", values["kv-cache-bytes"], ...values["engine-args"].split(" ").filter((a) => a !== "")],
+    kvFloorBytes: Number(values["kv-floor-bytes"]),
+    engineArgs: values["engine-args"].split(" ").filter((a) => a !== ""),
     log: (line) => {
       if (!line.includes(" INFO ")) process.stderr.write(`[agent] ${line}\n`);
     },
@@ -224,6 +225,7 @@ async function main(): Promise<void> {
   await convertModel({ source: path.join(out, "tiny-hf"), modelId: "tiny-llama", store });
   const ids: number[] = [];
   let finish = 0;
+  for await (const _ of client.loadModel({ ref: { modelId: "tiny-llama" } })); // Infer serves resident models only
   for await (const r of client.infer({ ref: { modelId: "tiny-llama" }, prompt: { case: "text", value: "The quick brown fox" }, sampling: { temperature: 0, maxTokens: 16 } })) {
     ids.push(...r.tokens.map((x) => x.tokenId));
     if (r.finishReason) finish = r.finishReason;
