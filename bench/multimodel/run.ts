@@ -257,7 +257,7 @@ async function runConfig(config: string, sources: Map<string, string>, modelByte
     log: (line) => {
       if (!line.includes(" INFO ")) process.stderr.write(`[serve ${config}] ${line}\n`);
     },
-  } as Parameters<typeof startSystem>[0]);
+  });
   try {
     await system.agent.enginesReady();
     console.log(`\n== ${config}: thaw serve up in ${seconds(t).toFixed(1)} s (device budget ${gpuBytes === undefined ? "the worker's" : `${(gpuBytes / 1e9).toFixed(1)} GB`})`);
