@@ -98,19 +98,47 @@ def tiny_checkpoints(tiny_models: dict[str, Path], tmp_path_factory: pytest.Temp
 LoadFn = Callable[..., LoadedModel]
 
 
+#: one 16-token KV block of the tiny models in float32 (4 layers x 2 kv heads x 32 dims x K and V x 4 bytes)
+TINY_PAGE = 16 * 2048
+
+
+def load_request(folder: Path, model: str = "", floor_bytes: int = 0, dtype: str = "") -> LoadRequest:
+    """LoadWeights of a checkpoint folder, decoded."""
+    index = read_index(str(folder))
+    config = (folder / "config.json").read_text(encoding="utf-8")
+    return LoadRequest(index=index, config_json=config, location="folder", folder=str(folder), kv_cache_bytes=floor_bytes, dtype=dtype, model=model)
+
+
 @pytest.fixture
 def load_model() -> Iterator[LoadFn]:
-    """Loads a checkpoint folder into a fresh CPU worker; unloaded after the test."""
+    """Loads a checkpoint folder into a fresh worker of its own (a KV pool of kv_bytes in pages of one
+    tiny-model block), its step loop not running: the test drives the engine; unloaded after the test."""
     workers: list[Worker] = []
 
     def load(folder: Path, device: str = "cpu", kv_bytes: int = 8 << 20, dtype: str = "", **opts: object) -> LoadedModel:
-        w = Worker(WorkerOptions(device=device, **opts))  # type: ignore[arg-type]
+        opts.setdefault("kv_page_bytes", TINY_PAGE if dtype in ("", "float32") else TINY_PAGE // 2)
+        w = Worker(WorkerOptions(device=device, kv_pool_bytes=kv_bytes, **opts))  # type: ignore[arg-type]
         workers.append(w)
-        index = read_index(str(folder))
-        config = (folder / "config.json").read_text(encoding="utf-8")
-        return w.load(LoadRequest(index=index, config_json=config, location="folder", folder=str(folder), kv_cache_bytes=kv_bytes, dtype=dtype))
+        return w.load(load_request(folder, dtype=dtype))
 
     yield load
+    for w in workers:
+        w.shutdown()
+
+
+@pytest.fixture
+def tiny_worker() -> Iterator[Callable[..., Worker]]:
+    """Makes CPU workers (a pool of pages of one tiny-model block; step loop not started); shut down after."""
+    workers: list[Worker] = []
+
+    def make(**opts: object) -> Worker:
+        opts.setdefault("kv_pool_bytes", 8 << 20)
+        opts.setdefault("kv_page_bytes", TINY_PAGE)
+        w = Worker(WorkerOptions(device="cpu", **opts))  # type: ignore[arg-type]
+        workers.append(w)
+        return w
+
+    yield make
     for w in workers:
         w.shutdown()
 

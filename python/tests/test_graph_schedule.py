@@ -8,6 +8,7 @@ import time
 
 import torch
 
+from conftest import load_request
 from thaw_engine.runner import DecodeItem, GraphSchedule, PrefillItem, _Graph, graph_grid
 from thaw_engine.sampling import SamplingOptions
 
@@ -86,31 +87,32 @@ def test_first_use_runs_eagerly_captures_once_then_replays(tiny_checkpoints, loa
     assert run.graphs_pending == 0
 
 
-def test_idle_capture_runs_in_the_loop_thread_only_when_idle(tiny_checkpoints, load_model):
-    lm = load_model(tiny_checkpoints["llama"])
-    eng, run = lm.engine, lm.runner
+def test_idle_capture_runs_in_the_loop_thread_only_when_idle(tiny_checkpoints, tiny_worker):
+    worker = tiny_worker()
+    lm = worker.load(load_request(tiny_checkpoints["llama"]))
+    eng, run, loop = lm.engine, lm.runner, worker.loop
     captures = _fake_graphs(run, [(1, 4), (2, 4), (4, 4), (1, 8), (2, 8), (4, 8)])
     in_step = threading.Event()
     overlaps: list[str] = []
     threads: set[str] = set()
-    step = eng.step
+    step, capture_next = eng.step, run.capture_next
 
-    def traced_step() -> bool:
+    def traced_step(max_admit=None) -> bool:
         in_step.set()
         try:
-            return step()
+            return step(max_admit)
         finally:
             in_step.clear()
 
-    def idle() -> bool:
+    def traced_capture() -> bool:
         if in_step.is_set() or eng.running or eng.waiting:
             overlaps.append("busy")
         threads.add(threading.current_thread().name)
-        return run.capture_next()
+        return capture_next()
 
     eng.step = traced_step  # type: ignore[method-assign]
-    eng.idle_work = idle
-    eng.idle_delay_s = 0.01
+    run.capture_next = traced_capture  # type: ignore[method-assign]
+    loop.idle_delay_s = 0.01
     done = threading.Event()
     out: list[int] = []
 
@@ -120,41 +122,91 @@ def test_idle_capture_runs_in_the_loop_thread_only_when_idle(tiny_checkpoints, l
             done.set()
 
     eng.add("r", [256, 1, 2, 3], GREEDY, sink)
-    eng.start()
-    try:
-        assert done.wait(30)
-        deadline = time.monotonic() + 10
-        while run.graphs_pending and time.monotonic() < deadline:
-            time.sleep(0.01)
-    finally:
-        eng.stop()
+    worker.start()
+    assert done.wait(30)
+    deadline = time.monotonic() + 10
+    while run.graphs_pending and time.monotonic() < deadline:
+        time.sleep(0.01)
+    worker.loop.stop()
     assert len(out) == 12
     assert run.graphs_pending == 0 and len(run.graphs) == 6
     assert sorted(k for k, _ in captures) == sorted(run._schedule.grid)
-    assert not overlaps and threads == {"thaw-engine-loop"}
-    assert eng.idle_units >= 5  # (1, 4) may have been captured on first use instead
+    assert not overlaps and threads == {"thaw-step-loop"}
+    assert loop.idle_units >= 5  # (1, 4) may have been captured on first use instead
 
 
-def test_engine_without_idle_work_sleeps(tiny_checkpoints, load_model):
-    eng = load_model(tiny_checkpoints["llama"]).engine
-    eng.start()
+class _GatedIdleWork:
+    """Idle work whose units wait for the test's go-ahead; records what the loop did, in order."""
+
+    def __init__(self, units: int) -> None:
+        self.left = units
+        self.log: list[str] = []
+        self.started = threading.Semaphore(0)
+        self.go = threading.Semaphore(0)
+
+    def pending(self) -> bool:
+        return self.left > 0
+
+    def unit(self) -> None:
+        self.log.append("unit")
+        self.started.release()
+        assert self.go.acquire(timeout=30)
+        self.left -= 1
+
+
+def test_a_request_waits_for_at_most_the_idle_unit_in_progress(tiny_checkpoints, tiny_worker):
+    """Idle work never starts while a model has work, and a request that arrives during a unit is
+    served before the next unit starts (two models: the idle one's graphs, the other's request)."""
+    worker = tiny_worker()
+    a = worker.load(load_request(tiny_checkpoints["llama"], model="a"))
+    b = worker.load(load_request(tiny_checkpoints["qwen2"], model="b"))
+    gate = _GatedIdleWork(units=3)
+    a.engine.has_idle_work = gate.pending  # type: ignore[method-assign]
+    a.engine.run_idle_unit = gate.unit  # type: ignore[method-assign]
+    step = b.engine.step
+
+    def traced_step(max_admit=None) -> bool:
+        gate.log.append("step")
+        return step(max_admit)
+
+    b.engine.step = traced_step  # type: ignore[method-assign]
+    worker.loop.idle_delay_s = 0.0
+    worker.start()
+    assert gate.started.acquire(timeout=30)  # the first unit is in progress
+    done = threading.Event()
+    b.engine.add("r", [256, 5, 6, 7], SamplingOptions(temperature=0.0, max_tokens=3, ignore_eos=True), lambda ev: ev.finish_reason and done.set())
+    gate.go.release()
+    assert done.wait(30)
+    for _ in range(2):
+        gate.go.release()
+    deadline = time.monotonic() + 10
+    while gate.left and time.monotonic() < deadline:
+        time.sleep(0.01)
+    worker.loop.stop()
+    assert gate.log[0] == "unit" and gate.log.count("unit") == 3
+    first_step = gate.log.index("step")
+    assert first_step == 1  # right after the unit in progress
+    assert "unit" not in gate.log[first_step : first_step + 3]  # 3 steps: prefill and two decodes
+
+
+def test_loop_without_idle_work_sleeps(tiny_checkpoints, tiny_worker):
+    worker = tiny_worker()
+    worker.load(load_request(tiny_checkpoints["llama"]))
+    worker.start()
     time.sleep(0.05)
-    eng.stop()
-    assert eng.idle_units == 0
+    worker.loop.stop()
+    assert worker.loop.idle_units == 0 and worker.loop.rounds == 0
 
 
-def test_idle_work_waits_for_the_engine_to_have_been_idle(tiny_checkpoints, load_model):
-    eng = load_model(tiny_checkpoints["llama"]).engine
+def test_idle_work_waits_for_the_models_to_have_been_idle(tiny_checkpoints, tiny_worker):
+    worker = tiny_worker()
+    eng = worker.load(load_request(tiny_checkpoints["llama"])).engine
     calls: list[float] = []
-
-    def idle() -> bool:
-        calls.append(time.monotonic())
-        return len(calls) < 3
-
-    eng.idle_work = idle
-    eng.idle_delay_s = 0.3
+    eng.has_idle_work = lambda: len(calls) < 3  # type: ignore[method-assign]
+    eng.run_idle_unit = lambda: calls.append(time.monotonic())  # type: ignore[method-assign]
+    worker.loop.idle_delay_s = 0.3
     t0 = time.monotonic()
-    eng.start()
+    worker.start()
     try:
         time.sleep(0.15)
         assert not calls  # a request right after the load finds the loop free
@@ -162,5 +214,5 @@ def test_idle_work_waits_for_the_engine_to_have_been_idle(tiny_checkpoints, load
         while len(calls) < 3 and time.monotonic() < deadline:
             time.sleep(0.01)
     finally:
-        eng.stop()
+        worker.loop.stop()
     assert len(calls) == 3 and calls[0] - t0 >= 0.29

@@ -11,7 +11,7 @@ import torch
 
 from thaw_engine.config import ConfigError, parse_config
 from thaw_engine.crc32c import crc32c, crc32c_numpy
-from thaw_engine.kv_cache import BlockManager
+from thaw_engine.kv_cache import BlockManager, KvPool, PagePool, PoolFull
 from thaw_engine.rope import inv_freq_and_scale
 
 BASE = {
@@ -83,7 +83,7 @@ def test_crc32c_numpy_matches_bytewise_reference():
 
 
 def test_block_manager_prefix_reuse_and_eviction():
-    bm = BlockManager(num_blocks=5, block_size=4)
+    bm = BlockManager(PagePool(5), block_size=4)
     assert bm.usable_blocks == 4 and bm.num_free() == 4
     toks = list(range(12))
     hashes = bm.prefix_hashes(toks, 3)
@@ -105,3 +105,96 @@ def test_block_manager_prefix_reuse_and_eviction():
     assert bm.allocate(1) is None
     bm.release(got + more)
     assert bm.used == 0
+
+
+class _Tenant:
+    """A model's sequences, as the pool sees them: lists of pages, the latest preempted first."""
+
+    def __init__(self, pool: PagePool, floor: int = 0, tag: str = "f32") -> None:
+        self.seqs: list[list[int]] = []
+        self.bm = BlockManager(pool, 4, floor=floor, tag=tag, preempt=self.preempt)
+        pool.attach(self.bm)
+
+    def run(self, pages: int) -> bool:
+        got = self.bm.allocate(pages)
+        if got is not None:
+            self.seqs.append(got)
+        return got is not None
+
+    def preempt(self) -> bool:
+        if not self.seqs:
+            return False
+        self.bm.release(self.seqs.pop())
+        return True
+
+
+def test_page_pool_reclaims_the_least_recently_freed_cached_page_of_any_model():
+    pool = PagePool(7)  # 6 usable pages
+    a, b = _Tenant(pool), _Tenant(pool)
+    assert a.run(3) and b.run(3) and pool.available() == 0
+    for i, p in enumerate(a.seqs[0]):
+        a.bm.register(p, bytes([i]) * 16)
+    b.bm.register(b.seqs[0][0], b"b" * 16)
+    a.bm.release(a.seqs.pop())  # three cached pages of a
+    b.bm.release(b.seqs.pop())  # one cached page of b, two free
+    assert a.bm.cached == 3 and b.bm.cached == 1 and a.bm.used == b.bm.used == 0
+    assert a.bm.count_prefix([bytes([0]) * 16, bytes([1]) * 16]) == (2, 2)
+    assert b.run(4)  # two free pages, then a's two least recently freed
+    assert a.bm.cached == 1 and b.bm.cached == 1 and pool.reclaimed == 2
+    assert a.bm.count_prefix([bytes([0]) * 16]) == (0, 0)  # its first blocks went first
+    assert b.run(2)  # a's last cached page, then b's own
+    assert a.bm.cached == b.bm.cached == 0 and pool.available() == 0 and not b.run(1)
+
+
+def test_page_pool_floors_are_guarantees_not_reservations():
+    pool = PagePool(11)  # 10 usable pages
+    a, b = _Tenant(pool, floor=4), _Tenant(pool, floor=3)
+    with pytest.raises(PoolFull):
+        pool.attach(BlockManager(pool, 4, floor=4))  # 4 + 3 + 4 > 10
+    for _ in range(4):
+        assert a.run(2)  # a grows into b's floor while b is idle
+    assert a.bm.used == 8 and pool.available() == 2
+    assert b.run(2) and b.run(2)  # b below its floor: a's latest sequence is preempted
+    assert a.bm.used == 6 and b.bm.used == 4 and pool.floor_preemptions == 1
+    assert not b.run(2)  # above its floor, b cannot take more from a (nor preempt it)
+    assert a.bm.used == 6
+    assert a.run(2) is False  # full; a (above its floor) gets nothing from b either
+    b.bm.release(b.seqs.pop())
+    assert a.run(2)
+    with pytest.raises(RuntimeError):
+        pool.detach(b.bm)  # still holds pages
+
+
+def test_page_pool_preempts_only_models_above_their_floor():
+    pool = PagePool(9)  # 8 usable
+    a, b = _Tenant(pool, floor=4), _Tenant(pool, floor=4)
+    assert a.run(4) and b.run(2) and b.run(2)
+    assert pool.available() == 0
+    assert not a.run(1)  # a at its floor: b is at its floor too, nothing to preempt
+    assert b.bm.used == 4 and pool.floor_preemptions == 0
+
+
+def test_pages_change_dtype_are_scrubbed():
+    kv = KvPool(4, 1024, torch.device("cpu"))
+    pool = PagePool(4, kv.scrub)
+    kv.data.fill_(0xFF)  # bytes that read as NaN in any float dtype
+    a, b = _Tenant(pool, tag="bf16"), _Tenant(pool, tag="f32")
+    assert a.run(3)
+    a.bm.release(a.seqs.pop())
+    b.run(3)
+    assert all(int(kv.data.view(4, 1024)[p].max()) == 0 for p in b.seqs[0])  # written by bf16, read as f32
+
+
+def test_pool_views_place_every_layer_of_a_block_on_its_page():
+    kv = KvPool(3, 4096, torch.device("cpu"))
+    views = kv.views(num_layers=2, num_kv_heads=2, head_dim=8, dtype=torch.float32, block_tokens=4)
+    assert kv.block_tokens(2, 2, 8, torch.float32, 16) == 4096 // (2 * 2 * 2 * 8 * 4)
+    for layer, (k, v) in enumerate(views):
+        assert k.shape == (2, 3, 4, 8)
+        k[:, 2].fill_(10 + layer)
+        v[:, 2].fill_(20 + layer)
+    page = kv.data.view(torch.float32).view(3, 1024)
+    assert page[2, : 4 * 64].tolist() == [10.0] * 64 + [20.0] * 64 + [11.0] * 64 + [21.0] * 64
+    assert page[1].abs().sum() == 0 and page[0].abs().sum() == 0
+    with pytest.raises(PoolFull):
+        kv.views(num_layers=2, num_kv_heads=2, head_dim=8, dtype=torch.float32, block_tokens=17)  # 4352 bytes > 4096

@@ -17,11 +17,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--socket", required=True, help="unix socket path to listen on (replaced if it exists)")
     p.add_argument("--device", default="auto", help="cpu, cuda or cuda:N (default: cuda:0 when available, else cpu)")
-    p.add_argument("--max-num-seqs", type=int, default=64, help="sequences batched together at most (default 64)")
+    p.add_argument("--max-num-seqs", type=int, default=64, help="sequences of one model batched together at most (default 64)")
     p.add_argument("--max-num-batched-tokens", type=int, default=8192, help="prompt tokens prefilled in one step (default 8192)")
     p.add_argument("--block-size", type=int, default=16, help="tokens per KV cache block (default 16)")
-    p.add_argument("--kv-cache-bytes", type=int, default=0, help="KV cache size when LoadWeights gives none (default: "
-                   "GPU: free memory x utilisation minus 2 GiB; CPU: 512 MiB)")
+    p.add_argument("--kv-cache-bytes", type=int, default=0, help="a model's KV floor (pool bytes no other model takes "
+                   "from it) when LoadWeights gives none (default: one max_model_len sequence, at most a quarter of the pool)")
     p.add_argument("--kv-pool-bytes", type=int, default=0, help="KV cache memory shared by every model of this worker "
                    "(default: CUDA min(20 GiB, a quarter of device memory); CPU 512 MiB)")
     p.add_argument("--kv-page-bytes", type=int, default=0, help="bytes of one KV pool page, which holds one KV block of any "

@@ -1,11 +1,15 @@
-"""Continuous batching over a paged KV cache.
+"""Continuous batching of one model over its share of the paged KV pool.
 
-Each step admits waiting sequences whose prompts fit in the free KV blocks (prefix blocks found in
-the cache are reused, not recomputed) and prefills them, then decodes one token for every other
-running sequence. Sequences join and leave between steps. When a running sequence needs a block
-and none is free, the most recently admitted sequence is preempted: its blocks are released and it
-goes back to the head of the queue, to be recomputed later (its full blocks usually come back from
-the prefix cache). The step loop runs in its own thread; requests and aborts arrive thread-safely.
+Each step admits waiting sequences whose prompts fit in the pages the pool can give (prefix blocks
+found in the cache are reused, not recomputed) and prefills them, then decodes one token for every
+other running sequence. Sequences join and leave between steps. When a running sequence needs a
+page and the pool has none (see kv_cache.PagePool for how pages are found), the model's most
+recently admitted sequence is preempted: its blocks are released and it goes back to the head of
+the queue, to be recomputed later (its full blocks usually come back from the prefix cache).
+Another model below its floor may preempt this model's latest sequence the same way.
+
+Steps run in the worker's step loop thread (loop.py), one model after another; requests and aborts
+arrive from any thread, under the loop's lock.
 """
 
 from __future__ import annotations
@@ -21,11 +25,15 @@ from typing import Callable, Optional, Sequence
 
 import torch
 
-from .kv_cache import BlockManager, block_hash
+from .kv_cache import BlockManager, PagePool, block_hash
 from .runner import DecodeItem, ModelRunner, PrefillItem
 from .sampling import SampleResult, SampleRow, SamplingOptions, new_seed, sample
 
 log = logging.getLogger("thaw_engine.engine")
+
+
+class EngineClosed(RuntimeError):
+    """A request for a model that is being unloaded."""
 
 
 class FinishReason(enum.Enum):
@@ -105,36 +113,41 @@ class Output:
 
 
 class Engine:
-    """Scheduler and step loop around a :class:`ModelRunner`."""
+    """Scheduler of one model's sequences around a :class:`ModelRunner`; stepped by a StepLoop."""
 
-    def __init__(self, runner: ModelRunner, config: EngineConfig, vocab_size: int, default_eos: Sequence[int] = ()) -> None:
+    def __init__(
+        self,
+        runner: ModelRunner,
+        config: EngineConfig,
+        vocab_size: int,
+        default_eos: Sequence[int] = (),
+        pages: Optional[PagePool] = None,
+        floor: int = 0,
+        lock: Optional[threading.Condition] = None,
+        dispatch: Optional[Callable[[list[tuple[Sink, Event]]], None]] = None,
+        name: str = "",
+    ) -> None:
         self.runner = runner
         self.config = config
         self.vocab_size = vocab_size
         self.default_eos = tuple(default_eos)
+        self.name = name
         self.block_size = runner.block_size
         self.max_model_len = runner.max_model_len
-        self.blocks = BlockManager(runner.num_blocks, runner.block_size, config.enable_prefix_caching)
+        #: the pool's pages (a private pool of the runner's size when none is shared)
+        pool = pages if pages is not None else PagePool(runner.num_blocks)
+        self.blocks = BlockManager(pool, runner.block_size, config.enable_prefix_caching, floor, str(runner.dtype), self._preempt_latest)
         self.waiting: deque[Sequence_] = deque()
         self.running: list[Sequence_] = []
         self._ids = itertools.count(1)
-        self._cv = threading.Condition()
+        #: guards the inbox and aborts; the step loop's condition, so that a request wakes the loop
+        self._cv = lock if lock is not None else threading.Condition()
         self._inbox: list[Sequence_] = []
         self._aborts: list[Sequence_] = []
-        self._stop = False
-        self._thread: Optional[threading.Thread] = None
+        self._closed = False
         self._pending: list[tuple[Sink, Event]] = []
-        #: called with the events of one step; by default each sink is called in the engine thread
-        self.dispatch: Callable[[list[tuple[Sink, Event]]], None] = _call_sinks
-        #: background work for the loop thread when it has nothing else to do (capturing decode
-        #: graphs): does one short unit and returns True while more remains. Requests wait for at
-        #: most one unit; it runs in the loop thread, so it never overlaps a step.
-        self.idle_work: Optional[Callable[[], bool]] = None
-        #: idle work starts only once the engine has had nothing to do for this long (since start or
-        #: its last step), so that a request arriving right after LoadWeights never waits for it
-        self.idle_delay_s = 0.25
-        self.idle_units = 0
-        self._last_busy = time.monotonic()
+        #: called with the events of one step (by default each sink is called in the loop thread)
+        self.dispatch: Callable[[list[tuple[Sink, Event]]], None] = dispatch or _call_sinks
         # statistics
         self.prompt_tokens_total = 0
         self.cached_tokens_total = 0
@@ -156,14 +169,17 @@ class Engine:
         options.validate(self.vocab_size)
 
     def add(self, request_id: str, prompt: Sequence[int], options: SamplingOptions, sink: Sink) -> Sequence_:
-        """Queues a sequence; events go to sink. Raises ValueError for a bad request."""
+        """Queues a sequence; events go to sink. Raises ValueError for a bad request and
+        EngineClosed once the model is being unloaded."""
         if not options.eos_token_ids and self.default_eos:
             options = SamplingOptions(**{**options.__dict__, "eos_token_ids": frozenset(self.default_eos)})
         self.validate(prompt, options)
         seq = Sequence_(next(self._ids), request_id, prompt, options, sink)
         with self._cv:
+            if self._closed:
+                raise EngineClosed(f"model {self.name!r} is being unloaded")
             self._inbox.append(seq)
-            self._cv.notify()
+            self._cv.notify_all()
         return seq
 
     def abort(self, seq: Sequence_) -> None:
@@ -171,93 +187,43 @@ class Engine:
         with self._cv:
             if seq.status != SeqStatus.FINISHED:
                 self._aborts.append(seq)
-                self._cv.notify()
-
-    # ---- loop ---------------------------------------------------------------------------------
-
-    def start(self, warm: Optional[Callable[[], None]] = None) -> None:
-        """Runs the step loop in a background thread. ``warm`` runs first in that thread (CUDA keeps
-        per-thread state such as cuBLAS handles) and start() returns once it has, raising its error."""
-        self._stop = False
-        ready = threading.Event()
-        failure: list[BaseException] = []
-
-        def run() -> None:
-            try:
-                if warm is not None:
-                    warm()
-            except BaseException as e:  # reported to the caller of start()
-                failure.append(e)
-                return
-            finally:
-                ready.set()
-            self._loop()
-
-        self._thread = threading.Thread(target=run, name="thaw-engine-loop", daemon=True)
-        self._thread.start()
-        ready.wait()
-        if failure:
-            self._thread.join()
-            self._thread = None
-            raise failure[0]
-
-    def stop(self, abort_all: bool = True) -> None:
-        """Stops the loop (aborting what is left) and waits for the thread."""
-        with self._cv:
-            self._stop = True
-            self._cv.notify()
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
-        if abort_all:
-            self._drain()
-            for seq in list(self.waiting) + list(self.running):
-                self._finish(seq, FinishReason.ABORT)
-            self._flush()
-
-    def _loop(self) -> None:
-        idle_more = self.idle_work is not None
-        self._last_busy = time.monotonic()
-        while True:
-            with self._cv:
-                while not self._stop and not (self._inbox or self._aborts or self.waiting or self.running):
-                    if not idle_more:
-                        self._cv.wait()
-                        continue
-                    left = self._last_busy + self.idle_delay_s - time.monotonic()
-                    if left <= 0:
-                        break
-                    self._cv.wait(left)
-                if self._stop:
-                    return
-                busy = bool(self._inbox or self._aborts or self.waiting or self.running)
-            if not busy:
-                idle_more = self._run_idle_work()
-                continue
-            try:
-                self.step()
-            except Exception:  # a bug: fail what is in flight, keep serving
-                log.exception("engine step failed")
-                for seq in list(self.waiting) + list(self.running):
-                    self._finish(seq, FinishReason.ERROR, "engine step failed")
-                self._flush()
-            self._last_busy = time.monotonic()
-
-    def _run_idle_work(self) -> bool:
-        """One unit of idle work; False once there is none left (or it failed)."""
-        if self.idle_work is None:
-            return False
-        try:
-            more = bool(self.idle_work())
-        except Exception:
-            log.exception("idle work failed; no more is done")
-            return False
-        self.idle_units += 1
-        return more
+                self._cv.notify_all()
 
     def has_work(self) -> bool:
         with self._cv:
             return bool(self._inbox or self._aborts or self.waiting or self.running)
+
+    # ---- life in the pool (the loop thread) --------------------------------------------------
+
+    def open(self) -> None:
+        """Joins the KV pool (PoolFull when its floor does not fit beside the others')."""
+        self.blocks.pool.attach(self.blocks)
+
+    def close(self) -> None:
+        """Ends every sequence (FINISH_REASON_ABORT), refuses new ones and leaves the pool, its
+        pages free at once for the other models."""
+        with self._cv:
+            self._closed = True
+        self._drain()
+        for seq in list(self.waiting) + list(self.running):
+            self._finish(seq, FinishReason.ABORT)
+        self._flush()
+        if self.blocks in self.blocks.pool.tenants:
+            self.blocks.pool.detach(self.blocks)
+
+    def fail_all(self, error: str) -> None:
+        """Ends what is in flight with an error (after a bug in a step); the model keeps serving."""
+        for seq in list(self.waiting) + list(self.running):
+            self._finish(seq, FinishReason.ERROR, error)
+        self._flush()
+
+    def has_idle_work(self) -> bool:
+        """Decode graphs left to capture."""
+        return self.runner.graphs_pending > 0
+
+    def run_idle_unit(self) -> None:
+        """Captures one decode graph (the loop calls this only while no model has work)."""
+        self.runner.capture_next()
 
     # ---- one step -----------------------------------------------------------------------------
 
@@ -270,14 +236,15 @@ class Engine:
             if seq.status != SeqStatus.FINISHED:
                 self._finish(seq, FinishReason.ABORT)
 
-    def step(self) -> bool:
-        """Runs one scheduling step; False when there was nothing to do."""
+    def step(self, max_admit: Optional[int] = None) -> bool:
+        """Runs one scheduling step, admitting at most max_admit new sequences (the room left under
+        the worker's total limit); False when there was nothing to do."""
         self._drain()
         self._flush()
         did = False
         prefilled: set[int] = set()
         if self.waiting:
-            admitted = self._admit()
+            admitted = self._admit(max_admit)
             if admitted:
                 self._run_prefill(admitted)
                 prefilled = {s.seq_id for s in admitted}
@@ -300,20 +267,24 @@ class Engine:
             seq.hashes.append(block_hash(parent, seq.tokens[i * bs : (i + 1) * bs]))
         return seq.hashes[:upto_blocks]
 
-    def _admit(self) -> list[Sequence_]:
+    def _admit(self, max_admit: Optional[int] = None) -> list[Sequence_]:
         admitted: list[Sequence_] = []
         budget = self.config.max_num_batched_tokens
         bs = self.block_size
-        while self.waiting and len(self.running) + len(admitted) < self.config.max_num_seqs:
+        limit = self.config.max_num_seqs - len(self.running)
+        if max_admit is not None:
+            limit = min(limit, max_admit)
+        while self.waiting and len(admitted) < limit:
             seq = self.waiting[0]
             n = len(seq.tokens)
             hashes = self._seq_hashes(seq, (n - 1) // bs) if self.config.enable_prefix_caching else []
             hits, idle_hits = self.blocks.count_prefix(hashes)
             need = -(-n // bs) - hits
-            if need + idle_hits > self.blocks.num_free():
-                break
             new_tokens = n - hits * bs
             if admitted and new_tokens > budget:
+                break
+            # its own cached prefix blocks leave the pool's reclaimable pages once matched
+            if not self.blocks.reserve(need + idle_hits):
                 break
             self.waiting.popleft()
             cached = self.blocks.match_prefix(hashes[:hits])
@@ -332,6 +303,13 @@ class Engine:
             admitted.append(seq)
             budget -= new_tokens
         return admitted
+
+    def _preempt_latest(self) -> bool:
+        """Preempts the latest running sequence (for another model below its floor); False if none."""
+        if not self.running:
+            return False
+        self._preempt(max(self.running, key=lambda s: s.seq_id))
+        return True
 
     def _preempt(self, seq: Sequence_) -> None:
         self.running.remove(seq)
@@ -356,8 +334,9 @@ class Engine:
                     seq.blocks.extend(got)
                     continue
                 victim = max(self.running, key=lambda s: s.seq_id)  # the latest arrival goes first
-                if victim is seq and len(self.running) == 1:
+                if victim is seq and len(self.running) == 1 and not self.blocks.others_hold():
                     raise RuntimeError("the KV cache cannot hold a single sequence")  # max_model_len prevents it
+                # alone but other models hold pages: wait (queued) until they give some back
                 self._preempt(victim)
                 if victim is seq:
                     break
@@ -470,7 +449,7 @@ class Engine:
     # ---- statistics --------------------------------------------------------------------------
 
     def stats(self) -> dict[str, float]:
-        """Running, waiting, KV blocks, prefix hit rate, tokens."""
+        """Running, waiting, KV pages (held, cached, floor), prefix hit rate, tokens."""
         with self._cv:
             inbox = len(self._inbox)
         total = self.prompt_tokens_total
@@ -479,6 +458,8 @@ class Engine:
             "waiting": len(self.waiting) + inbox,
             "kv_blocks_total": self.blocks.usable_blocks,
             "kv_blocks_used": self.blocks.used,
+            "kv_blocks_cached": self.blocks.cached,
+            "kv_blocks_floor": self.blocks.floor,
             "prefix_hit_rate": (self.cached_tokens_total / total) if total else 0.0,
             "generated_tokens": self.generated_tokens,
             "preemptions": self.preemptions,
@@ -487,9 +468,7 @@ class Engine:
     # ---- synchronous helper (tests, fixtures, benchmarks) ---------------------------------------
 
     def generate(self, prompts: Sequence[Sequence[int]], options: SamplingOptions | Sequence[SamplingOptions]) -> list[Output]:
-        """Runs prompts to completion on the calling thread (the loop thread must not be running)."""
-        if self._thread is not None:
-            raise RuntimeError("generate() is for an engine without its loop thread")
+        """Runs prompts to completion on the calling thread (no step loop may be running)."""
         opts = [options] * len(prompts) if isinstance(options, SamplingOptions) else list(options)
         outs = [Output([], None, [], 0, 0) for _ in prompts]
 

@@ -2,7 +2,8 @@
 running on a paged KV cache.
 
 Weights are used where they lie (views on the loaded memory); only a dtype change copies. The
-KV cache of a layer is two tensors [kv_heads, slots, head_dim]; slot = block * block_size + offset.
+KV cache of a layer is two views [kv_heads, pages, block_size, head_dim] of the worker's shared pool
+(see kv_cache.py); a token's slot is page * block_size + offset.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ class PrefillSeq:
     q_start: int  # first row of this sequence in the batch's tokens
     q_len: int  # new tokens
     ctx_len: int  # cached + new tokens (keys to attend to)
-    ctx_slots: torch.Tensor  # [ctx_len] int64 slot of every position
+    ctx_pages: torch.Tensor  # [ceil(ctx_len / block_size)] int64: the sequence's pages, in order
 
 
 @dataclass
@@ -73,6 +74,13 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     var = h.pow(2).mean(-1, keepdim=True)
     h = h * torch.rsqrt(var + eps)
     return weight * h.to(dtype)
+
+
+def gather_pages(cache: torch.Tensor, pages: torch.Tensor) -> torch.Tensor:
+    """cache[:, pages] of a layer's [kv_heads, pages, block_size, head_dim] pool view, contiguous.
+    CUDA's index_select reads the strided view directly; the CPU's walks the whole pool for a
+    non-contiguous source (milliseconds per layer for a 512 MiB pool), its advanced indexing does not."""
+    return cache.index_select(1, pages) if cache.is_cuda else cache[:, pages]
 
 
 def rope_fast(x: torch.Tensor, cos: torch.Tensor, sin_signed: torch.Tensor) -> torch.Tensor:
@@ -160,15 +168,14 @@ class LlamaModel:
     # ---- attention -------------------------------------------------------------------------
 
     def _decode_attention(
-        self, q: torch.Tensor, kc: torch.Tensor, vc: torch.Tensor, gather: torch.Tensor, valid: torch.Tensor
+        self, q: torch.Tensor, kc: torch.Tensor, vc: torch.Tensor, pages: torch.Tensor, valid: torch.Tensor
     ) -> torch.Tensor:
         cfg = self.cfg
         b = q.shape[0]
         kvh, g, hd = cfg.num_kv_heads, cfg.num_heads // cfg.num_kv_heads, cfg.head_dim
-        length = gather.shape[1]
-        flat = gather.reshape(-1)
-        k = kc.index_select(1, flat).view(kvh, b, length, hd)
-        v = vc.index_select(1, flat).view(kvh, b, length, hd)
+        length = valid.shape[1]
+        k = gather_pages(kc, pages).view(kvh, b, length, hd)  # [kvh, b*nb, bs, hd] is [kvh, b, L, hd]
+        v = gather_pages(vc, pages).view(kvh, b, length, hd)
         qg = q.view(b, kvh, g, hd).transpose(0, 1)  # [kvh, b, g, hd]
         scores = torch.matmul(qg, k.transpose(-1, -2)).float() * self.scale  # [kvh, b, g, L]
         scores = scores.masked_fill(~valid[None, :, None, :], float("-inf"))
@@ -177,16 +184,15 @@ class LlamaModel:
         return out.transpose(0, 1).reshape(b, cfg.num_heads * hd)
 
     def _decode_attention_fast(
-        self, q: torch.Tensor, kc: torch.Tensor, vc: torch.Tensor, gather: torch.Tensor, bias: torch.Tensor
+        self, q: torch.Tensor, kc: torch.Tensor, vc: torch.Tensor, pages: torch.Tensor, bias: torch.Tensor
     ) -> torch.Tensor:
         """As _decode_attention in four kernels: scale, mask and q.k in one baddbmm (bias: 0 / -inf)."""
         cfg = self.cfg
         b = q.shape[0]
         kvh, g, hd = cfg.num_kv_heads, cfg.num_heads // cfg.num_kv_heads, cfg.head_dim
-        length = gather.shape[1]
-        flat = gather.reshape(-1)
-        k = kc.index_select(1, flat).view(kvh * b, length, hd)
-        v = vc.index_select(1, flat).view(kvh * b, length, hd)
+        length = bias.shape[-1]
+        k = gather_pages(kc, pages).view(kvh * b, length, hd)
+        v = gather_pages(vc, pages).view(kvh * b, length, hd)
         qg = q.view(b, kvh, g, hd).transpose(0, 1).reshape(kvh * b, g, hd)
         scores = torch.baddbmm(bias, qg, k.transpose(1, 2), alpha=self.scale)  # [kvh*b, g, L]
         probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
@@ -200,8 +206,8 @@ class LlamaModel:
         for s in seqs:
             n, c = s.q_len, s.ctx_len
             qs = q[s.q_start : s.q_start + n]  # [n, H, hd]
-            k = kc.index_select(1, s.ctx_slots)  # [kvh, c, hd]
-            v = vc.index_select(1, s.ctx_slots)
+            k = gather_pages(kc, s.ctx_pages).view(kvh, -1, hd)[:, :c]  # [kvh, c, hd]
+            v = gather_pages(vc, s.ctx_pages).view(kvh, -1, hd)[:, :c]
             if self.use_sdpa:
                 qh = qs.transpose(0, 1)[None]  # [1, H, n, hd]
                 kh = k[:, None].expand(kvh, g, c, hd).reshape(1, kvh * g, c, hd)
@@ -246,16 +252,18 @@ class LlamaModel:
         sin = (self.sin_signed if self.fast else self.sin).index_select(0, positions)
         rope = rope_fast if self.fast else apply_rope
         decode = meta.block_tables is not None
-        gather = valid = bias = None
+        pages = valid = bias = None
         if decode:
             assert meta.block_tables is not None and meta.context_lens is not None
             bt = meta.block_tables
-            offs = torch.arange(block_size, device=bt.device, dtype=bt.dtype)
-            gather = (bt[:, :, None] * block_size + offs).reshape(bt.shape[0], -1)
-            valid = torch.arange(gather.shape[1], device=bt.device)[None, :] < meta.context_lens[:, None]
+            pages = bt.reshape(-1)
+            valid = torch.arange(bt.shape[1] * block_size, device=bt.device)[None, :] < meta.context_lens[:, None]
             if self.fast:  # additive mask, one copy per kv head: [kvh * B, 1, L]
                 bias = torch.zeros(valid.shape, dtype=self.dtype, device=bt.device).masked_fill(~valid, float("-inf"))
                 bias = bias.unsqueeze(1).repeat(cfg.num_kv_heads, 1, 1)
+        # where the new tokens' keys and values go: (page, offset) of each, written through a
+        # [pages, block_size, kv_heads, head_dim] permutation of the layer's view
+        where = (meta.slot_mapping // block_size, meta.slot_mapping % block_size)
         for layer, (kc, vc) in zip(self.layers, kv):
             h = self._norm(x, layer.in_norm)
             q = F.linear(h, layer.q, layer.qb).view(t, cfg.num_heads, cfg.head_dim)
@@ -263,14 +271,15 @@ class LlamaModel:
             v = F.linear(h, layer.v, layer.vb).view(t, cfg.num_kv_heads, cfg.head_dim)
             q = rope(q, cos, sin)
             k = rope(k, cos, sin)
-            kc.index_copy_(1, meta.slot_mapping, k.transpose(0, 1))
-            vc.index_copy_(1, meta.slot_mapping, v.transpose(0, 1))
+            kc.permute(1, 2, 0, 3).index_put_(where, k)
+            vc.permute(1, 2, 0, 3).index_put_(where, v)
             if decode:
-                assert gather is not None and valid is not None
+                assert pages is not None and valid is not None
                 if self.fast:
-                    a = self._decode_attention_fast(q, kc, vc, gather, bias)
+                    assert bias is not None
+                    a = self._decode_attention_fast(q, kc, vc, pages, bias)
                 else:
-                    a = self._decode_attention(q, kc, vc, gather, valid)
+                    a = self._decode_attention(q, kc, vc, pages, valid)
             else:
                 a = self._prefill_attention(q, kc, vc, meta.prefill)
             x = x + F.linear(a, layer.o, layer.ob)
@@ -279,6 +288,9 @@ class LlamaModel:
             x = x + F.linear(m, layer.down, layer.down_b)
         return self._norm(x, self.norm)
 
-    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        """Float32 logits of the given hidden rows."""
-        return F.linear(hidden, self.lm_head).float()
+    def logits(self, hidden: torch.Tensor, out: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Float32 logits of the given hidden rows (written into ``out`` when given: a CUDA graph's
+        persistent output buffer, shared by all of a model's graphs)."""
+        if out is None:
+            return F.linear(hidden, self.lm_head).float()
+        return out.copy_(F.linear(hidden, self.lm_head))

@@ -1,10 +1,11 @@
-"""Runs the model: KV cache tensors, prefill and decode passes, CUDA graphs for decode.
+"""Runs one model: prefill and decode passes over its views of the shared KV pool, CUDA graphs for decode.
 
 Decode graphs are planned at load for a grid of batch sizes and context lengths but captured later,
-in the engine's thread: a step whose shape has no graph yet runs eagerly and its graph is captured
-right after it; the rest are captured one at a time while the engine is idle. A step uses the
-smallest shape that fits and pads the batch (padded rows write into the null block). Steps that fit
-no graph, and everything on CPU, run eagerly.
+in the step loop's thread: a step whose shape has no graph yet runs eagerly and its graph is captured
+right after it; the rest are captured one at a time while no model has work. A step uses the
+smallest shape that fits and pads the batch (padded rows write into the null page). Steps that fit
+no graph, and everything on CPU, run eagerly. All graphs of all models share one memory pool and
+write their logits into one persistent buffer per model.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import torch
 
@@ -91,14 +92,17 @@ class GraphSchedule:
 
 
 class ModelRunner:
-    """Owns the model, its KV cache and its decode graphs."""
+    """Owns the model's passes and its decode graphs; the KV views belong to the worker's pool."""
 
     def __init__(
         self,
         model: LlamaModel,
+        kv: list[tuple[torch.Tensor, torch.Tensor]],
         num_blocks: int,
         block_size: int,
         max_model_len: int,
+        graph_pool: Any = None,
+        graph_stream: Any = None,
     ) -> None:
         self.model = model
         self.cfg: ModelConfig = model.cfg
@@ -108,22 +112,14 @@ class ModelRunner:
         self.num_blocks = num_blocks
         self.max_model_len = max_model_len
         self.max_blocks_per_seq = -(-max_model_len // block_size)
-        cfg = self.cfg
-        slots = num_blocks * block_size
-        self.kv: list[tuple[torch.Tensor, torch.Tensor]] = [
-            (
-                torch.zeros(cfg.num_kv_heads, slots, cfg.head_dim, dtype=self.dtype, device=self.device),
-                torch.zeros(cfg.num_kv_heads, slots, cfg.head_dim, dtype=self.dtype, device=self.device),
-            )
-            for _ in range(cfg.num_layers)
-        ]
-        self.kv_bytes = sum(k.numel() * k.element_size() * 2 for k, _ in self.kv)
+        self.kv = kv  # per layer (keys, values), each [kv_heads, pages, block_size, head_dim]
         self.graphs: list[_Graph] = []
         self.graph_seconds = 0.0  # spent capturing, at load and later
         self._schedule: Optional[GraphSchedule] = None
         self._flat: Optional[torch.Tensor] = None
-        self._stream = None
-        self._pool = None
+        self._out: Optional[torch.Tensor] = None  # logits of every graph of this model
+        self._stream = graph_stream
+        self._pool = graph_pool
 
     # ---- inputs ------------------------------------------------------------------------------
 
@@ -147,11 +143,10 @@ class ModelRunner:
         for it in items:
             n = len(it.tokens)
             end = it.start + n
-            ctx_slots = self._slots(it.block_table, 0, end)
-            seqs.append(PrefillSeq(len(ids), n, end, self._ints(ctx_slots)))
+            seqs.append(PrefillSeq(len(ids), n, end, self._ints(it.block_table[: -(-end // self.block_size)])))
             ids.extend(it.tokens)
             pos.extend(range(it.start, end))
-            slot_map.extend(ctx_slots[it.start :])
+            slot_map.extend(self._slots(it.block_table, it.start, end))
             last_rows.append(len(ids) - 1)
         meta = AttnMeta(slot_mapping=self._ints(slot_map), prefill=seqs)
         hidden = self.model.forward(self._ints(ids), self._ints(pos), meta, self.kv, self.block_size)
@@ -174,7 +169,7 @@ class ModelRunner:
         tables.extend([NULL_BLOCK] * (blocks * (batch - n)))
         return torch.tensor(ids + pos + slots + ctx + tables, dtype=torch.int64)
 
-    def _decode_from_flat(self, flat: torch.Tensor, batch: int, blocks: int) -> torch.Tensor:
+    def _decode_from_flat(self, flat: torch.Tensor, batch: int, blocks: int, out: Optional[torch.Tensor] = None) -> torch.Tensor:
         ids = flat[0:batch]
         pos = flat[batch : 2 * batch]
         slots = flat[2 * batch : 3 * batch]
@@ -182,7 +177,7 @@ class ModelRunner:
         tables = flat[4 * batch : 4 * batch + batch * blocks].view(batch, blocks)
         meta = AttnMeta(slot_mapping=slots, block_tables=tables, context_lens=ctx)
         hidden = self.model.forward(ids, pos, meta, self.kv, self.block_size)
-        return self.model.logits(hidden)
+        return self.model.logits(hidden, out)
 
     @torch.no_grad()
     def decode(self, items: Sequence[DecodeItem]) -> torch.Tensor:
@@ -236,13 +231,16 @@ class ModelRunner:
             return 0
         self._schedule = GraphSchedule(graph_grid(max_batch, self.block_size, min(self.max_model_len, max_context), max_tokens_per_graph))
         self._flat = torch.zeros(self._schedule.max_flat, dtype=torch.int64, device=self.device)
-        self._pool = torch.cuda.graph_pool_handle()
-        self._stream = torch.cuda.Stream(self.device)
+        self._out = torch.empty(max(b for b, _ in self._schedule.grid), self.cfg.vocab_size, dtype=torch.float32, device=self.device)
+        if self._pool is None:
+            self._pool = torch.cuda.graph_pool_handle()
+        if self._stream is None:
+            self._stream = torch.cuda.Stream(self.device)
         return len(self._schedule.grid)
 
     def capture_next(self) -> bool:
-        """Captures the next planned graph (smallest first); True while more remain. The engine calls
-        this in its own thread when it has nothing to do, so a capture never overlaps a step."""
+        """Captures the next planned graph (smallest first); True while more remain. The step loop
+        calls this in its thread when no model has work, so a capture never overlaps a step."""
         s = self._schedule
         if s is None:
             return False
@@ -262,15 +260,22 @@ class ModelRunner:
         while (count < 0 or n < count) and self.graphs_pending:
             self.capture_next()
             n += 1
-        torch.cuda.synchronize(self.device)
+        self._stream.synchronize()
         log.info("captured %d decode graphs at load in %.3f s (%d left for idle time or first use)", len(self.graphs), time.perf_counter() - t0, self.graphs_pending)
 
     @torch.no_grad()
     def _capture(self, key: tuple[int, int], items: Optional[Sequence[DecodeItem]], upload: bool) -> Optional[torch.Tensor]:
         """Runs the (batch, blocks) shape eagerly on the capture stream (for items, or padding only),
         then captures its graph. Returns the eager logits [len(items), V] (None without items).
-        A capture that fails is logged and never tried again; the shape then runs eagerly."""
-        assert self._schedule is not None and self._flat is not None and self._stream is not None
+        A capture that fails is logged and never tried again; the shape then runs eagerly.
+
+        The capture calls CUDAGraph.capture_begin/capture_end itself rather than entering
+        ``torch.cuda.graph``, whose __enter__ runs torch.cuda.synchronize(), gc.collect() and
+        torch.cuda.empty_cache(): a full collection of the Python heap (hundreds of ms in a worker
+        full of protobuf objects), a wait for every stream of the device (a model being copied in by
+        LoadWeights included) and a round of cudaFree, none of which a capture on a private pool
+        needs. Only the capture stream is waited for."""
+        assert self._schedule is not None and self._flat is not None and self._stream is not None and self._out is not None
         b, nb = key
         t0 = time.perf_counter()
         flat, stream = self._flat, self._stream
@@ -280,28 +285,33 @@ class ModelRunner:
         with torch.cuda.stream(stream):  # warm-up outside the capture (cuBLAS workspaces are per stream)
             for _ in range(1 if self.graphs else 2):
                 eager = self._decode_from_flat(flat, b, nb)
-        torch.cuda.synchronize(self.device)
-        out_eager = eager[: len(items)].clone() if items else None
+            out_eager = eager[: len(items)].clone() if items else None
         del eager
+        stream.synchronize()
         t1 = time.perf_counter()
         graph = torch.cuda.CUDAGraph()
         try:
-            try:  # other threads (gRPC) may touch CUDA meanwhile: only this thread's calls are checked
-                ctx = torch.cuda.graph(graph, pool=self._pool, stream=stream, capture_error_mode="thread_local")
-            except TypeError:  # torch < 2.1
-                ctx = torch.cuda.graph(graph, pool=self._pool, stream=stream)
-            with ctx:
-                out = self._decode_from_flat(flat, b, nb)
+            with torch.cuda.stream(stream):
+                try:  # other threads (gRPC, LoadWeights) may touch CUDA meanwhile: only this thread's calls are checked
+                    graph.capture_begin(pool=self._pool, capture_error_mode="thread_local")
+                except TypeError:  # torch < 2.1
+                    graph.capture_begin(pool=self._pool)
+                try:
+                    out = self._decode_from_flat(flat, b, nb, self._out[:b])
+                finally:
+                    graph.capture_end()
             g = _Graph(b, nb, graph, flat, out)
             if upload:  # the first launch uploads the graph: do it now, not in a request's step
                 pad = self._pack([], b, nb)
-                flat[: pad.numel()].copy_(pad.to(self.device, non_blocking=True))
-                graph.replay()
-                torch.cuda.synchronize(self.device)
+                with torch.cuda.stream(stream):
+                    flat[: pad.numel()].copy_(pad.to(self.device, non_blocking=True))
+                    graph.replay()
+                stream.synchronize()
         except Exception:
             log.exception("capturing the decode graph for batch %d x %d blocks failed: that shape runs eagerly", b, nb)
             self._schedule.failed.add(key)
             return out_eager
+        torch.cuda.current_stream(self.device).wait_stream(stream)
         self.graphs.append(g)
         self._schedule.captured.add(key)
         dt = time.perf_counter() - t0
@@ -312,10 +322,11 @@ class ModelRunner:
         return out_eager
 
     def release(self) -> None:
-        """Drops graphs and the KV cache."""
+        """Drops the graphs and the KV views (the pool itself stays)."""
         self.graphs.clear()
         self._schedule = None
         self._flat = None
+        self._out = None
         self._stream = None
         self._pool = None
-        self.kv.clear()
+        self.kv = []

@@ -14,7 +14,7 @@ import grpc
 
 from thaw.engine.v1 import engine_service_pb2_grpc
 
-from .service import EngineServicer
+from .service import EngineServicer, event_dispatcher
 from .worker import Worker, WorkerOptions
 
 log = logging.getLogger("thaw_engine.server")
@@ -25,10 +25,10 @@ _MAX_MESSAGE = 256 << 20
 async def serve(socket_path: str, options: WorkerOptions, grace_seconds: float = 2.0) -> int:
     """Serves EngineService on a unix socket until SIGTERM/SIGINT; returns the exit status."""
     t0 = time.perf_counter()
-    worker = Worker(options)
+    worker = Worker(options, dispatch=event_dispatcher(asyncio.get_running_loop()))
+    worker.start()
     info = worker.warm_up()
     servicer = EngineServicer(worker)
-    servicer._loop = asyncio.get_running_loop()
     server = grpc.aio.server(
         options=[("grpc.max_receive_message_length", _MAX_MESSAGE), ("grpc.max_send_message_length", _MAX_MESSAGE)]
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, AsyncIterator, Optional
+from typing import Any, AsyncIterator, Callable
 
 import grpc
 import torch
@@ -13,7 +13,7 @@ from thaw.checkpoint.v1 import checkpoint_pb2
 from thaw.engine.v1 import engine_pb2, engine_service_pb2, engine_service_pb2_grpc
 
 from .config import ConfigError
-from .engine import Event, FinishReason, Sink
+from .engine import EngineClosed, Event, FinishReason, Sink
 from .model import ModelError
 from .sampling import SamplingOptions
 from .weights import LoadError
@@ -85,18 +85,12 @@ def _merge(a: Event, b: Event) -> Event:
     return a
 
 
-class EngineServicer(engine_service_pb2_grpc.EngineServiceServicer):
-    """Implements EngineService on a :class:`Worker`."""
+def event_dispatcher(loop: asyncio.AbstractEventLoop) -> Callable[[list[tuple[Sink, Event]]], None]:
+    """Step loop thread -> the asyncio loop: one hop per step for all the step's events (the sinks
+    are Generate calls' queues, which only the event loop may touch)."""
 
-    def __init__(self, worker: Worker) -> None:
-        self.worker = worker
-        self._load_lock = asyncio.Lock()
-        self._loop: Optional[asyncio.AbstractEventLoop] = None
-
-    def _dispatch(self, events: list[tuple[Sink, Event]]) -> None:
-        """Engine thread → event loop: one hop per step for all its events."""
-        loop = self._loop
-        if loop is None or loop.is_closed():
+    def dispatch(events: list[tuple[Sink, Event]]) -> None:
+        if loop.is_closed():
             return
 
         def deliver() -> None:
@@ -108,6 +102,16 @@ class EngineServicer(engine_service_pb2_grpc.EngineServiceServicer):
         except RuntimeError:  # loop closing
             pass
 
+    return dispatch
+
+
+class EngineServicer(engine_service_pb2_grpc.EngineServiceServicer):
+    """Implements EngineService on a :class:`Worker` (built with ``dispatch=event_dispatcher(loop)``)."""
+
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
+        self._load_lock = asyncio.Lock()
+
     async def AllocateWeights(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
             alloc = await asyncio.to_thread(self.worker.allocate, int(request.bytes), request.model)
@@ -118,12 +122,11 @@ class EngineServicer(engine_service_pb2_grpc.EngineServiceServicer):
         )
 
     async def LoadWeights(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        self._loop = asyncio.get_running_loop()
         async with self._load_lock:
-            code: Optional[grpc.StatusCode] = None
+            code: grpc.StatusCode | None = None
             detail = ""
             try:
-                loaded = await asyncio.to_thread(self.worker.load, load_request_from_proto(request), True)
+                loaded = await asyncio.to_thread(self.worker.load, load_request_from_proto(request))
             except LoadError as e:
                 code, detail = _status(e.code), str(e)
             except (ConfigError, ModelError, ValueError) as e:
@@ -137,11 +140,10 @@ class EngineServicer(engine_service_pb2_grpc.EngineServiceServicer):
             if code is not None:
                 log.warning("LoadWeights refused: %s %s", code.name, detail)
                 await context.abort(code, detail)
-            loaded.engine.dispatch = self._dispatch  # the loop thread runs; nothing is dispatched before a request
             return engine_service_pb2.LoadWeightsResponse(
                 seconds=loaded.seconds,
                 max_model_len=loaded.runner.max_model_len,
-                kv_blocks=loaded.runner.num_blocks - 1,
+                kv_blocks=loaded.engine.blocks.usable_blocks,
                 block_size=loaded.runner.block_size,
                 device=str(self.worker.device),
                 model=loaded.name,
@@ -160,6 +162,8 @@ class EngineServicer(engine_service_pb2_grpc.EngineServiceServicer):
             seq = engine.add(request.request_id, list(request.prompt_token_ids), options, queue.put_nowait)
         except ValueError as e:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+        except EngineClosed as e:
+            await context.abort(grpc.StatusCode.NOT_FOUND, str(e))
         try:
             while True:
                 ev = await queue.get()

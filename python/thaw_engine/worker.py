@@ -1,4 +1,5 @@
-"""The worker's state: one device, the models loaded on it (by name), device allocations exported to the agent."""
+"""The worker's state: one device, the models loaded on it (by name), the KV pool they share, the
+step loop that serves them, and the device allocations exported to the agent."""
 
 from __future__ import annotations
 
@@ -9,14 +10,16 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import torch
 
 from thaw.checkpoint.v1 import checkpoint_pb2
 
 from .config import ModelConfig, parse_config
-from .engine import Engine, EngineConfig
+from .engine import Engine, EngineConfig, Event, Sink
+from .kv_cache import KvPool, PagePool, PoolFull
+from .loop import StepLoop
 from .model import LlamaModel
 from .runner import DecodeItem, ModelRunner, PrefillItem
 from .sampling import SampleRow, SamplingOptions, sample
@@ -26,14 +29,17 @@ log = logging.getLogger("thaw_engine.worker")
 
 _DTYPES = {"bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16, "half": torch.float16, "float32": torch.float32, "fp32": torch.float32, "float": torch.float32}
 
+Dispatch = Callable[[list[tuple[Sink, Event]]], None]
+
 
 @dataclass
 class WorkerOptions:
     """Command-line settings of the worker."""
 
     device: str = "cpu"
-    block_size: int = 16
-    max_num_seqs: int = 64
+    block_size: int = 16  # tokens per KV block at most (fewer when a page holds fewer of a model's tokens)
+    max_num_seqs: int = 64  # per model
+    max_total_seqs: int = 256  # over all models
     max_num_batched_tokens: int = 8192
     cuda_graphs: bool = True
     graph_max_batch: int = 64
@@ -43,12 +49,12 @@ class WorkerOptions:
     enable_prefix_caching: bool = True
     verify_checksums: bool = True
     gpu_memory_utilization: float = 0.9
-    kv_cache_bytes: int = 0  # default when LoadWeights gives 0; 0 = automatic
+    kv_pool_bytes: int = 0  # KV memory shared by all models; 0 = CUDA min(20 GiB, 1/4 of the device), CPU cpu_kv_pool_bytes
+    kv_page_bytes: int = 0  # one pool page = one KV block of any model; 0 = CUDA 2 MiB, CPU 64 KiB
+    cpu_kv_pool_bytes: int = 512 << 20
+    kv_cache_bytes: int = 0  # a model's KV floor when LoadWeights gives none; 0 = one max_model_len sequence, at most 1/4 of the pool
+    activation_reserve_bytes: int = 3 << 30  # CUDA: device memory kept for activations and graphs, outside the weights budget
     warm_model: bool = True  # CUDA: run a synthetic one-layer model at start to load kernels
-    cpu_kv_cache_bytes: int = 512 << 20
-    kv_pool_bytes: int = 0  # KV memory shared by all models; 0 = automatic
-    kv_page_bytes: int = 0  # bytes of one pool page (one KV block of any model); 0 = automatic
-    max_total_seqs: int = 256  # sequences batched at once, all models together
 
 
 @dataclass
@@ -66,7 +72,7 @@ class LoadRequest:
     chunk_offsets: list[int] = field(default_factory=list)
     dtype: str = ""
     max_model_len: int = 0
-    kv_cache_bytes: int = 0
+    kv_cache_bytes: int = 0  # the model's KV floor; 0 = the worker's default
     model: str = ""  # name inside the worker; empty = "<model_id>@<revision>"
 
 
@@ -74,6 +80,7 @@ class LoadRequest:
 class LoadedModel:
     """A model ready to serve."""
 
+    name: str
     ref: checkpoint_pb2.CheckpointRef
     cfg: ModelConfig
     weights: LoadedWeights
@@ -83,21 +90,43 @@ class LoadedModel:
     dtype: torch.dtype
     seconds: float
     allocation_id: str = ""
-    name: str = ""
-    floor_blocks: int = 0
+
+    @property
+    def floor_blocks(self) -> int:
+        return self.engine.blocks.floor
+
+    @property
+    def weight_bytes(self) -> int:
+        return self.weights.nbytes + self.model.converted_bytes
+
+
+def model_name(ref: checkpoint_pb2.CheckpointRef) -> str:
+    """The default name of a model inside the worker: "<model_id>@<revision>" (the agent's model key)."""
+    return f"{ref.model_id or 'model'}@{ref.revision or 'main'}"
 
 
 class Worker:
-    """Device, allocations and the models loaded on it, by name."""
+    """Device, KV pool, step loop, allocations and the models loaded on them, by name.
 
-    def __init__(self, options: WorkerOptions) -> None:
+    Models are added next to each other (LoadWeights) and removed one by one (Unload); they share the
+    device, the CUDA context, the kernels warmed at start, one KV pool and one step loop thread. The
+    loop thread starts with :meth:`start`; without it, tests drive steps themselves
+    (``engine.generate``, ``worker.loop.run_until_idle``)."""
+
+    def __init__(self, options: WorkerOptions, dispatch: Optional[Dispatch] = None) -> None:
         self.options = options
         self.device = torch.device(options.device)
+        self.dispatch = dispatch  # how a step's events reach their sinks (None: called in the loop thread)
         self.allocations: dict[str, Any] = {}
         self.allocation_model: dict[str, str] = {}  # allocation id -> the model it was made for
         self.models: dict[str, LoadedModel] = {}
-        self._lock = threading.Lock()
+        self.loop = StepLoop(options.max_total_seqs)
+        self._lock = threading.Lock()  # loads and unloads, one at a time
         self.kernels_warm = False  # the synthetic model ran at start (warm_up)
+        self._kv: Optional[KvPool] = None
+        self._pages: Optional[PagePool] = None
+        self._graph_pool: Any = None
+        self._graph_stream: Any = None
 
     @property
     def loaded(self) -> Optional[LoadedModel]:
@@ -120,35 +149,46 @@ class Worker:
 
     # ---- start -------------------------------------------------------------------------------
 
+    def start(self) -> None:
+        """Starts the step loop thread (requests are served from then on)."""
+        self.loop.start()
+
     def warm_up(self) -> dict[str, Any]:
-        """Brings the device up (CUDA context, cuBLAS) so the first load pays none of it."""
+        """Brings the device up (CUDA context, cuBLAS, the KV pool) so the first load pays none of it.
+        Kernels are warmed in the step loop's thread, where the models will run."""
         t0 = time.perf_counter()
         info: dict[str, Any] = {"device": str(self.device), "torch": torch.__version__}
         if self.device.type == "cuda":
             if not torch.cuda.is_available():
                 raise RuntimeError("CUDA was asked for but torch sees no CUDA device")
             torch.cuda.set_device(self.device)
-            for dt in (torch.bfloat16, torch.float16, torch.float32):
-                a = torch.randn(64, 64, device=self.device, dtype=dt)
-                (a @ a).sum().item()
-            if self.options.warm_model:
-                self._warm_synthetic()
-                self.kernels_warm = True
+            self.kv_pool()
+            self.loop.call(self._warm_kernels)
             torch.cuda.synchronize(self.device)
             info["gpu"] = torch.cuda.get_device_name(self.device)
         else:
-            a = torch.randn(64, 64)
-            (a @ a).sum().item()
+            self.kv_pool()
+            self.loop.call(lambda: (torch.randn(64, 64) @ torch.randn(64, 64)).sum().item())
+        kv = self.kv_pool()[0]
+        info["kv_pool_bytes"] = kv.nbytes
+        info["kv_page_bytes"] = kv.page_bytes
         info["warm_up_seconds"] = round(time.perf_counter() - t0, 3)
         return info
 
+    def _warm_kernels(self) -> None:
+        torch.cuda.set_device(self.device)
+        for dt in (torch.bfloat16, torch.float16, torch.float32):
+            a = torch.randn(64, 64, device=self.device, dtype=dt)
+            (a @ a).sum().item()
+        if self.options.warm_model:
+            self._warm_synthetic()
+            self.kernels_warm = True
+
     @torch.no_grad()
     def _warm_synthetic(self) -> None:
-        """Runs a one-layer bf16 model of Llama-3-8B's widths through prefill, decode and sampling, so
-        that the kernels a real model needs are loaded (CUDA loads them lazily) before any model is
-        assigned. Freed afterwards."""
-        from .config import parse_config
-
+        """Runs a one-layer bf16 model of Llama-3-8B's widths through prefill, decode and sampling on
+        the KV pool, so that the kernels a real model needs are loaded (CUDA loads them lazily)
+        before any model is assigned. Freed afterwards."""
         cfg = parse_config({
             "architectures": ["LlamaForCausalLM"], "vocab_size": 32768, "hidden_size": 4096, "intermediate_size": 14336,
             "num_hidden_layers": 1, "num_attention_heads": 32, "num_key_value_heads": 8, "max_position_embeddings": 2048,
@@ -164,13 +204,43 @@ class Worker:
             "model.layers.0.mlp.down_proj.weight": (h, i),
         }
         tensors = {k: torch.randn(s, device=dev, dtype=dt) * 0.02 for k, s in w.items()}
-        model = LlamaModel(cfg, tensors, dt, dev, 2048)
-        runner = ModelRunner(model, 160, self.options.block_size, 2048)
-        engine = Engine(runner, EngineConfig(), cfg.vocab_size)
-        self._warm(engine)
-        del engine, runner, model, tensors
+        weights = LoadedWeights(tensors, sum(t.numel() * 2 for t in tensors.values()), "synthetic")
+        lm = self._build("warm-up", checkpoint_pb2.CheckpointRef(), cfg, weights, dt, 2048, 0, "", time.perf_counter(), warm="full", graphs=False)
+        self.loop.remove(lm.engine)
+        lm.runner.release()
+        weights.release()
+        del lm
         torch.cuda.synchronize(dev)
         torch.cuda.empty_cache()
+
+    # ---- the KV pool ---------------------------------------------------------------------------
+
+    def kv_pool(self) -> tuple[KvPool, PagePool]:
+        """The pool's bytes and its pages, allocated at the first call (start or first load), kept for
+        the worker's life: it never moves, so CUDA graphs keep valid addresses."""
+        if self._kv is None or self._pages is None:
+            page = self.options.kv_page_bytes or ((2 << 20) if self.device.type == "cuda" else (64 << 10))
+            size = self.options.kv_pool_bytes
+            if not size:
+                if self.device.type == "cuda":
+                    total = torch.cuda.get_device_properties(self.device).total_memory
+                    size = min(20 << 30, total // 4)
+                else:
+                    size = self.options.cpu_kv_pool_bytes
+            try:
+                kv = KvPool(size // page, page, self.device)
+            except PoolFull as e:
+                raise LoadError(f"--kv-pool-bytes {size} / --kv-page-bytes {page}: {e}", "FAILED_PRECONDITION") from e
+            self._kv, self._pages = kv, PagePool(kv.num_pages, kv.scrub)
+            log.info("KV pool: %d pages of %d bytes (%.2f GiB) on %s", kv.num_pages, page, kv.nbytes / (1 << 30), self.device)
+        return self._kv, self._pages
+
+    def _graph_resources(self) -> tuple[Any, Any]:
+        """One graph memory pool and one capture stream for every model's decode graphs."""
+        if self._graph_pool is None:
+            self._graph_pool = torch.cuda.graph_pool_handle()
+            self._graph_stream = torch.cuda.Stream(self.device)
+        return self._graph_pool, self._graph_stream
 
     # ---- allocations -------------------------------------------------------------------------
 
@@ -196,6 +266,163 @@ class Worker:
 
     # ---- load --------------------------------------------------------------------------------
 
+    def _weights(self, req: LoadRequest) -> tuple[LoadedWeights, checkpoint_pb2.CheckpointIndex, str]:
+        """The weights the request points at, the index (read from the folder when not given) and the
+        allocation they sit in."""
+        index = req.index
+        if req.location == "host":
+            return load_from_host(index, req.host_path, req.host_offset, req.host_length, req.chunk_offsets, self.device), index, ""
+        if req.location == "device":
+            alloc = self.allocations.get(req.allocation_id)
+            if alloc is None:
+                raise LoadError(f"no allocation {req.allocation_id!r} (AllocateWeights first)", "NOT_FOUND")
+            return load_from_device(index, alloc, req.chunk_offsets), index, alloc.allocation_id
+        if req.location == "folder":
+            if not req.folder:
+                raise LoadError("the checkpoint folder path is empty")
+            weights = load_from_folder(index if len(index.chunks) else None, req.folder, self.device, self.options.verify_checksums)
+            if not len(index.chunks):
+                from .weights import read_index
+
+                index = read_index(req.folder)
+            return weights, index, ""
+        raise LoadError("LoadWeights needs a memory location (host, device or folder)")
+
+    def load(self, req: LoadRequest) -> LoadedModel:
+        """Builds a model on the weights the request points at, next to the models already loaded,
+        and starts serving it (ALREADY_EXISTS for a loaded name; RESOURCE_EXHAUSTED when its KV floor
+        does not fit beside the others')."""
+        with self._lock:
+            t0 = time.perf_counter()
+            if req.model and req.model in self.models:
+                raise LoadError(f"a model named {req.model!r} is already loaded", "ALREADY_EXISTS")
+            cfg = parse_config(req.config_json)
+            weights, index, alloc_id = self._weights(req)
+            try:
+                name = req.model or model_name(index.ref)
+                if name in self.models:
+                    raise LoadError(f"a model named {name!r} is already loaded", "ALREADY_EXISTS")
+                dtype = self._compute_dtype(req, index)
+                lm = self._build(name, index.ref, cfg, weights, dtype, req.max_model_len, req.kv_cache_bytes, alloc_id, t0)
+            except BaseException:
+                weights.release()
+                raise
+            self.models[name] = lm
+            return lm
+
+    def add_model(
+        self, name: str, config: Any, tensors: dict[str, torch.Tensor], dtype: torch.dtype, max_model_len: int = 0, kv_floor_bytes: int = 0
+    ) -> LoadedModel:
+        """Serves a model from tensors already on the device (benchmarks, tests): LoadWeights without
+        the memory descriptor."""
+        with self._lock:
+            if name in self.models:
+                raise LoadError(f"a model named {name!r} is already loaded", "ALREADY_EXISTS")
+            cfg = parse_config(config)
+            weights = LoadedWeights(dict(tensors), sum(t.numel() * t.element_size() for t in tensors.values()), "tensors")
+            ref = checkpoint_pb2.CheckpointRef(model_id=name)
+            lm = self._build(name, ref, cfg, weights, dtype, max_model_len, kv_floor_bytes, "", time.perf_counter())
+            self.models[name] = lm
+            return lm
+
+    def _build(
+        self,
+        name: str,
+        ref: checkpoint_pb2.CheckpointRef,
+        cfg: ModelConfig,
+        weights: LoadedWeights,
+        dtype: torch.dtype,
+        max_model_len: int,
+        floor_bytes: int,
+        alloc_id: str,
+        t0: float,
+        warm: str = "",
+        graphs: Optional[bool] = None,
+    ) -> LoadedModel:
+        """Model, runner on the pool's views, engine; joins the step loop (warm-up and graph plan run
+        in the loop's thread, where CUDA per-thread state lives)."""
+        marks = [("weights", time.perf_counter())]
+        kv, pages = self.kv_pool()
+        bt = kv.block_tokens(cfg.num_layers, cfg.num_kv_heads, cfg.head_dim, dtype, self.options.block_size)
+        if bt < 1:
+            need = kv.token_bytes(cfg.num_layers, cfg.num_kv_heads, cfg.head_dim, dtype)
+            raise LoadError(
+                f"one token of {name}'s KV cache takes {need} bytes, more than a KV page ({kv.page_bytes} bytes): "
+                "start the worker with a larger --kv-page-bytes",
+                "RESOURCE_EXHAUSTED",
+            )
+        limit = max_model_len or cfg.max_position_embeddings
+        if cfg.sliding_window:
+            limit = min(limit, cfg.sliding_window)
+        max_len = min(limit, pages.usable * bt)
+        if max_len < 2:
+            raise LoadError("the KV pool is too small for even one token", "RESOURCE_EXHAUSTED")
+        floor = self._floor_pages(floor_bytes, max_len, bt, pages.usable, kv.page_bytes)
+        if floor + pages.floors() > pages.usable:
+            raise LoadError(
+                f"{name}'s KV floor of {floor} pages ({floor * kv.page_bytes} bytes) does not fit: the pool has "
+                f"{pages.usable} pages and the loaded models' floors take {pages.floors()}",
+                "RESOURCE_EXHAUSTED",
+            )
+        model = LlamaModel(cfg, weights.tensors, dtype, self.device, max_len)
+        if model.converted_bytes:
+            log.warning("weights of %s converted to %s: %d bytes copied", name, dtype, model.converted_bytes)
+        use_graphs = self.device.type == "cuda" and self.options.cuda_graphs if graphs is None else graphs
+        pool, stream = self._graph_resources() if use_graphs else (None, None)
+        runner = ModelRunner(model, kv.views(cfg.num_layers, cfg.num_kv_heads, cfg.head_dim, dtype, bt), kv.num_pages, bt, max_len, pool, stream)
+        engine = Engine(
+            runner,
+            EngineConfig(self.options.max_num_seqs, self.options.max_num_batched_tokens, self.options.enable_prefix_caching),
+            cfg.vocab_size,
+            cfg.eos_token_ids,
+            pages=pages,
+            floor=floor,
+            lock=self.loop.cv,
+            dispatch=self.dispatch,
+            name=name,
+        )
+        marks.append(("model", time.perf_counter()))
+        if not warm:
+            warm = self.options.load_warm
+        if warm == "auto":
+            # the synthetic model at start loaded the kernels in the loop thread; what is left costs
+            # the first request less than a warm-up pass costs LoadWeights
+            warm = "none" if self.kernels_warm else "light" if self.device.type != "cuda" else "full"
+
+        def join() -> None:
+            """In the loop thread: joins the pool and the loop, warms up, plans the decode graphs
+            (captured later: on first use of a shape, or while no model has work)."""
+            try:
+                self.loop.add(engine)
+            except PoolFull as e:
+                raise LoadError(str(e), "RESOURCE_EXHAUSTED") from e
+            try:
+                if warm != "none":
+                    self._warm(engine, light=warm == "light")
+                    marks.append((f"warm-up ({warm})", time.perf_counter()))
+                if use_graphs:
+                    planned = runner.plan_graphs(
+                        min(self.options.graph_max_batch, self.options.max_num_seqs), max_context=self.options.graph_max_context
+                    )
+                    if self.options.graph_capture_at_load:
+                        runner.capture_graphs(0, count=self.options.graph_capture_at_load)
+                    marks.append((f"graphs {len(runner.graphs)} of {planned}", time.perf_counter()))
+            except BaseException:
+                self.loop.remove(engine)
+                raise
+
+        self.loop.call(join)
+        seconds = time.perf_counter() - t0
+        prev, parts = t0, []
+        for step, t in marks:
+            parts.append(f"{step} {t - prev:.3f} s")
+            prev = t
+        log.info(
+            "loaded %s (%s, %s, %s) from %s in %.3f s (%s); blocks of %d tokens, floor %d pages, max_model_len %d; %d models loaded",
+            name, cfg.architecture, dtype, self.device, weights.source, seconds, ", ".join(parts), bt, floor, max_len, len(self.models) + 1,
+        )
+        return LoadedModel(name, ref, cfg, weights, model, runner, engine, dtype, seconds, alloc_id)
+
     def _compute_dtype(self, req: LoadRequest, index: checkpoint_pb2.CheckpointIndex) -> torch.dtype:
         if req.dtype:
             dt = _DTYPES.get(req.dtype.lower())
@@ -214,126 +441,13 @@ class Worker:
             dt = torch.float32
         return dt
 
-    def _kv_bytes(self, req: LoadRequest, cfg: ModelConfig, dtype: torch.dtype, weights_bytes: int) -> int:
-        if req.kv_cache_bytes:
-            return req.kv_cache_bytes
-        if self.options.kv_cache_bytes:
-            return self.options.kv_cache_bytes
-        if self.device.type == "cuda":
-            free, total = torch.cuda.mem_get_info(self.device)
-            reserve = int(total * (1 - self.options.gpu_memory_utilization)) + (2 << 30)
-            return max(free - reserve, 64 << 20)
-        return self.options.cpu_kv_cache_bytes
-
-    def load(self, req: LoadRequest, start_engine: bool = False) -> LoadedModel:
-        """Builds the model on the weights the request points at. With start_engine the step loop
-        thread starts (and warms up) before this returns; without, the caller drives the engine."""
-        with self._lock:
-            t0 = time.perf_counter()
-            index = req.index
-            if req.model and req.model in self.models:
-                raise LoadError(f"a model named {req.model!r} is already loaded", "ALREADY_EXISTS")
-            cfg = parse_config(req.config_json)
-            alloc_id = ""
-            if req.location == "host":
-                weights = load_from_host(index, req.host_path, req.host_offset, req.host_length, req.chunk_offsets, self.device)
-            elif req.location == "device":
-                alloc = self.allocations.get(req.allocation_id)
-                if alloc is None:
-                    raise LoadError(f"no allocation {req.allocation_id!r} (AllocateWeights first)", "NOT_FOUND")
-                weights = load_from_device(index, alloc, req.chunk_offsets)
-                alloc_id = alloc.allocation_id
-            elif req.location == "folder":
-                if not req.folder:
-                    raise LoadError("the checkpoint folder path is empty")
-                weights = load_from_folder(index if len(index.chunks) else None, req.folder, self.device, self.options.verify_checksums)
-                if not len(index.chunks):
-                    from .weights import read_index
-
-                    index = read_index(req.folder)
-            else:
-                raise LoadError("LoadWeights needs a memory location (host, device or folder)")
-            t_weights = time.perf_counter()
-            name = req.model or model_name(index.ref)
-            try:
-                if name in self.models:
-                    raise LoadError(f"a model named {name!r} is already loaded", "ALREADY_EXISTS")
-                dtype = self._compute_dtype(req, index)
-                elsize = torch.empty((), dtype=dtype).element_size()
-                kv_bytes = self._kv_bytes(req, cfg, dtype, weights.nbytes)
-                per_block = self.options.block_size * cfg.kv_bytes_per_token * elsize
-                num_blocks = max(2, kv_bytes // per_block)
-                limit = req.max_model_len or cfg.max_position_embeddings
-                if cfg.sliding_window:
-                    limit = min(limit, cfg.sliding_window)
-                max_len = min(limit, (num_blocks - 1) * self.options.block_size)
-                if max_len < 2:
-                    raise LoadError("the KV cache is too small for even one token", "RESOURCE_EXHAUSTED")
-                marks = [("weights", t_weights)]
-                model = LlamaModel(cfg, weights.tensors, dtype, self.device, max_len)
-                if model.converted_bytes:
-                    log.warning("weights converted to %s: %d bytes copied", dtype, model.converted_bytes)
-                runner = ModelRunner(model, num_blocks, self.options.block_size, max_len)
-                marks.append(("model+kv", time.perf_counter()))
-                engine = Engine(
-                    runner,
-                    EngineConfig(self.options.max_num_seqs, self.options.max_num_batched_tokens, self.options.enable_prefix_caching),
-                    cfg.vocab_size,
-                    cfg.eos_token_ids,
-                )
-                graphs = self.device.type == "cuda" and self.options.cuda_graphs
-
-                warm = self.options.load_warm
-                if warm == "auto":
-                    # the synthetic model at start loaded the kernels; what is left per thread (cuBLAS
-                    # handle) costs the first request less than a warm-up pass costs LoadWeights
-                    warm = "none" if self.kernels_warm else "light" if self.device.type != "cuda" else "full"
-
-                def prepare() -> None:
-                    """Warm-up (and graphs asked for at load), in the thread that will serve (CUDA state
-                    is per thread). The other graphs are captured later in that same thread: on first
-                    use of their shape, or one at a time while the engine is idle."""
-                    if warm != "none":
-                        self._warm(engine, light=warm == "light")
-                        marks.append((f"warm-up ({warm})", time.perf_counter()))
-                    if graphs:
-                        planned = runner.plan_graphs(
-                            min(self.options.graph_max_batch, self.options.max_num_seqs),
-                            max_context=self.options.graph_max_context,
-                        )
-                        if self.options.graph_capture_at_load:
-                            runner.capture_graphs(0, count=self.options.graph_capture_at_load)
-                        engine.idle_work = runner.capture_next
-                        marks.append((f"graphs {len(runner.graphs)} of {planned}", time.perf_counter()))
-
-                if start_engine:
-                    engine.start(warm=prepare)
-                else:
-                    prepare()
-            except BaseException:
-                weights.release()
-                raise
-            seconds = time.perf_counter() - t0
-            lm = LoadedModel(index.ref, cfg, weights, model, runner, engine, dtype, seconds, alloc_id, name, num_blocks - 1)
-            self.models[name] = lm
-            prev, parts = t0, []
-            for name, t in marks:
-                parts.append(f"{name} {t - prev:.3f} s")
-                prev = t
-            log.info(
-                "loaded %s (%s, %s, %s) from %s in %.3f s (%s); %d KV blocks of %d, max_model_len %d",
-                name,
-                cfg.architecture,
-                dtype,
-                self.device,
-                weights.source,
-                seconds,
-                ", ".join(parts),
-                num_blocks - 1,
-                self.options.block_size,
-                max_len,
-            )
-            return lm
+    def _floor_pages(self, floor_bytes: int, max_len: int, block_tokens: int, usable: int, page_bytes: int) -> int:
+        """Pages guaranteed to a model: as asked, else the worker's default, else one max_model_len
+        sequence but at most a quarter of the pool."""
+        asked = floor_bytes or self.options.kv_cache_bytes
+        if asked:
+            return -(-asked // page_bytes)
+        return min(-(-max_len // block_tokens), usable // 4)
 
     @torch.no_grad()
     def _warm(self, engine: Engine, light: bool = False) -> None:
@@ -377,59 +491,63 @@ class Worker:
     # ---- unload -------------------------------------------------------------------------------
 
     def unload(self, name: str = "") -> int:
-        """Drops one model (its sequences end with ABORT), its KV cache and its device allocations;
-        an empty name drops every model and allocation. Bytes released (0 when nothing had that name)."""
+        """Drops one model: its sequences end (FINISH_REASON_ABORT), its KV pages are free at once for
+        the others, its weights and the device allocations made for it are freed. An empty name drops
+        every model and allocation. Bytes released (0 when nothing had that name)."""
         with self._lock:
             freed = 0
             names = [name] if name else list(self.models)
-            alloc_ids = [a for a, m in self.allocation_model.items() if not name or m == name]
+            alloc_ids = {a for a, m in self.allocation_model.items() if not name or m == name}
+            dropped = False
             for n in names:
                 lm = self.models.pop(n, None)
                 if lm is None:
                     continue
-                lm.engine.stop(abort_all=True)
-                freed += lm.runner.kv_bytes + lm.model.converted_bytes
-                if lm.weights.source != "device":
+                dropped = True
+                self.loop.remove(lm.engine)
+                freed += lm.model.converted_bytes
+                if lm.weights.source == "device":
+                    if lm.allocation_id:
+                        alloc_ids.add(lm.allocation_id)
+                else:
                     freed += lm.weights.nbytes
-                elif lm.allocation_id and lm.allocation_id not in alloc_ids:
-                    alloc_ids.append(lm.allocation_id)
                 lm.runner.release()
                 lm.weights.release()
                 del lm
-            gc.collect()
+                log.info("unloaded %s", n)
+            if dropped:
+                gc.collect()  # engine <-> block manager cycles hold weight views until collected
             for aid in alloc_ids:
                 alloc = self.allocations.pop(aid, None)
                 self.allocation_model.pop(aid, None)
                 if alloc is not None:
                     freed += alloc.nbytes
                     alloc.free()
-            if self.device.type == "cuda":
-                torch.cuda.synchronize(self.device)
+            if self.device.type == "cuda" and (dropped or alloc_ids):
                 torch.cuda.empty_cache()
             return freed
 
     def shutdown(self) -> None:
-        """Unloads and frees everything (SIGTERM)."""
+        """Unloads everything and stops the step loop (SIGTERM)."""
         try:
             self.unload()
         except Exception:
             log.exception("unload at shutdown failed")
+        self.loop.stop()
 
     # ---- statistics -------------------------------------------------------------------------
 
     def stats(self) -> dict[str, Any]:
-        """GetStats' figures: the device, totals and one entry per model."""
+        """GetStats' figures: the device, the KV pool, totals and one entry per model."""
         out: dict[str, Any] = {"device": str(self.device), "pid": os.getpid()}
         models = list(self.models.values())
         per_model = []
         for lm in models:
-            st = lm.engine.stats()
+            st: dict[str, Any] = dict(lm.engine.stats())
             st.update(
                 model=lm.name,
                 ref=lm.ref,
-                kv_blocks_cached=len(lm.engine.blocks.cached),
-                kv_blocks_floor=lm.floor_blocks,
-                weight_bytes=lm.weights.nbytes + lm.model.converted_bytes,
+                weight_bytes=lm.weight_bytes,
                 block_size=lm.runner.block_size,
                 max_model_len=lm.runner.max_model_len,
                 prompt_tokens=lm.engine.prompt_tokens_total,
@@ -437,27 +555,25 @@ class Worker:
             )
             per_model.append(st)
         out["models"] = per_model
-        for key in ("running", "waiting", "kv_blocks_total", "kv_blocks_used", "generated_tokens"):
+        for key in ("running", "waiting", "kv_blocks_used", "generated_tokens"):
             out[key] = sum(int(m[key]) for m in per_model)
         prompt = sum(m["prompt_tokens"] for m in per_model)
         out["prefix_hit_rate"] = sum(m["cached_tokens"] for m in per_model) / prompt if prompt else 0.0
         if models:
             out["ref"] = models[0].ref
-        out["kv_pool_bytes"] = sum(lm.runner.kv_bytes for lm in models)
-        out["kv_page_bytes"] = models[0].runner.kv_bytes // max(1, models[0].runner.num_blocks) if models else 0
+        kv, pages = (self._kv, self._pages)
+        out["kv_pool_bytes"] = kv.nbytes if kv is not None else 0
+        out["kv_page_bytes"] = kv.page_bytes if kv is not None else 0
+        out["kv_blocks_total"] = pages.usable if pages is not None else 0
         out["weights_budget_bytes"] = 0
         if self.device.type == "cuda":
             raw = sum(a.nbytes for a in self.allocations.values())
             total = torch.cuda.get_device_properties(self.device).total_memory
             out["device_memory_used"] = torch.cuda.memory_reserved(self.device) + raw
             out["device_memory_total"] = total
-            out["weights_budget_bytes"] = max(0, int(total * self.options.gpu_memory_utilization) - out["kv_pool_bytes"] - (2 << 30))
+            budget = int(total * self.options.gpu_memory_utilization) - out["kv_pool_bytes"] - self.options.activation_reserve_bytes
+            out["weights_budget_bytes"] = max(0, budget)
         else:
-            out["device_memory_used"] = sum(lm.runner.kv_bytes + lm.model.converted_bytes for lm in models)
+            out["device_memory_used"] = out["kv_pool_bytes"] + sum(lm.model.converted_bytes for lm in models)
             out["device_memory_total"] = 0
         return out
-
-
-def model_name(ref: checkpoint_pb2.CheckpointRef) -> str:
-    """The default name of a model inside the worker: "<model_id>@<revision>" (the agent's model key)."""
-    return f"{ref.model_id or 'model'}@{ref.revision or 'main'}"
