@@ -26,6 +26,8 @@ export type Attempt<T> = () => T | undefined;
 interface Waiter {
   /** Tries once; true when the waiter is done (placed or failed) and leaves the queue. */
   attempt: () => boolean;
+  /** Waiters of one kind (see admit): once one of them must wait in a pass, the later ones must too. */
+  kind: string | undefined;
 }
 
 export class Admission {
@@ -87,9 +89,11 @@ export class Admission {
    * Admits a request: after every waiting request has tried again, runs `attempt`; while it returns
    * undefined the request waits (FIFO) and `attempt` runs again on every change. Resolves with the
    * placement; rejects with `full()` when the queue is full, with what `attempt` threw, or with the
-   * signal's reason.
+   * signal's reason. `kind`: requests of one kind (same model, slots and constraints, arrived in
+   * order) succeed or wait alike, so a pass skips the rest of a kind once one of it had to wait — a
+   * pass only takes slots, never frees them, and a long queue then costs one try per kind.
    */
-  async admit<T>(attempt: Attempt<T>, signal: AbortSignal): Promise<T> {
+  async admit<T>(attempt: Attempt<T>, signal: AbortSignal, kind?: string): Promise<T> {
     signal.throwIfAborted();
     if (this.queue.length > 0) this.retryWaiting();
     const now = attempt();
@@ -108,6 +112,7 @@ export class Admission {
         reject(signal.reason);
       };
       const waiter: Waiter = {
+        kind,
         attempt: () => {
           if (settled) return true;
           let placed: T | undefined;
@@ -139,7 +144,11 @@ export class Admission {
     try {
       do {
         this.retryAgain = false;
-        for (const waiter of [...this.queue]) waiter.attempt();
+        const waiting = new Set<string>();
+        for (const waiter of [...this.queue]) {
+          if (waiter.kind !== undefined && waiting.has(waiter.kind)) continue;
+          if (!waiter.attempt() && waiter.kind !== undefined) waiting.add(waiter.kind);
+        }
       } while (this.retryAgain);
     } finally {
       this.retrying = false;

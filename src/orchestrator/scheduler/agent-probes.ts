@@ -1,6 +1,7 @@
 // Suspect agents: one that failed a call is not placed on until it answers a status probe (a
 // heartbeat alone may lag a crash), and one whose call hung is not placed on for a hold as well.
 import type { AgentStatus } from "../../gen/thaw/agent/v1/agent_pb.js";
+import { SharedFlights } from "../../shared/shared-flight.js";
 import type { AgentRecord, AgentRegistry } from "./agent-registry.js";
 import type { AgentConnector } from "./links.js";
 
@@ -15,7 +16,8 @@ export interface AgentProbesDeps {
 }
 
 export class AgentProbes {
-  private readonly probing = new Set<string>();
+  /** One probe per agent at a time. */
+  private readonly probing = new SharedFlights<never, void>();
 
   constructor(private readonly deps: AgentProbesDeps) {}
 
@@ -31,19 +33,14 @@ export class AgentProbes {
   }
 
   private probe(agent: AgentRecord): void {
-    const { agents } = this.deps;
-    if (this.probing.has(agent.id)) return;
-    this.probing.add(agent.id);
-    this.deps.connector
-      .client(agent.status.address)
-      .getStatus({}, { timeoutMs: this.deps.probeTimeoutMs })
-      .then(
-        (r) => {
-          if (r.status) this.deps.heartbeat(r.status);
-          if (agents.clearSuspect(agent.id)) this.deps.log(`agent ${agent.id} answers again`);
-        },
-        () => {},
-      )
-      .finally(() => this.probing.delete(agent.id));
+    void this.probing.run(agent.id, async () => {
+      try {
+        const r = await this.deps.connector.client(agent.status.address).getStatus({}, { timeoutMs: this.deps.probeTimeoutMs });
+        if (r.status) this.deps.heartbeat(r.status);
+        if (this.deps.agents.clearSuspect(agent.id)) this.deps.log(`agent ${agent.id} answers again`);
+      } catch {
+        // still suspect; the next sweep probes again
+      }
+    });
   }
 }

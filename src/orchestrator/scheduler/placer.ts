@@ -67,8 +67,10 @@ export class Placer {
     // At the deadline the request must look once more (and fail) even if nothing else changes.
     const timer = waitMs > 0 ? setTimeout(() => this.deps.admission.retryWaiting(), waitMs) : undefined;
     timer?.unref();
+    // Requests alike in everything placement looks at succeed or wait alike (later ones have later deadlines).
+    const kind = `${keyOf(refOf(model))}|${slots}|${waitMs > 0}|${[...exclude].sort().join(",")}`;
     try {
-      return await this.deps.admission.admit(() => this.tryPlace(model, slots, exclude, deadline), signal);
+      return await this.deps.admission.admit(() => this.tryPlace(model, slots, exclude, deadline), signal, kind);
     } finally {
       clearTimeout(timer);
     }

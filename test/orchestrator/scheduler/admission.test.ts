@@ -82,3 +82,21 @@ test("an attempt that throws ends that wait with its error; aborted waiters leav
   t.is(a.queued, 0);
   t.true(a.retryAfterSeconds() >= 1);
 });
+
+test("a pass tries each kind of request until one of it must wait: a long queue of alike requests costs one try", async (t) => {
+  const a = new Admission({ maxInflightPerAgent: 1, maxQueue: 10 });
+  t.true(a.tryAcquire("x", 1));
+  let tries = 0;
+  const alike = () => {
+    tries++;
+    return a.tryAcquire("x", 1) ? "x" : undefined;
+  };
+  const waiting = Array.from({ length: 5 }, () => a.admit(alike, never(), "m|1"));
+  const other = a.admit(on(a, "y"), never(), "n|1");
+  t.is(await other, "y", "another kind is still tried (and admitted) in the same pass");
+  tries = 0;
+  a.release("x", 1);
+  t.is(await waiting[0], "x");
+  t.is(tries, 2, "the first took the slot, the second had to wait, the other three were skipped");
+  t.is(a.queued, 4);
+});
