@@ -46,13 +46,13 @@ export class AgentMetrics {
     });
     this.evictions = new Counter({
       name: "evictions_total",
-      help: "Models (GPU, DRAM) and chunks (disk) evicted to make room, by tier",
+      help: "Models (GPU: down to DRAM; DRAM) and chunks (disk) evicted to make room, by tier",
       labelNames: ["tier"],
       registers,
     });
     this.cacheHitRatio = new Gauge({
       name: "cache_hit_ratio",
-      help: "Share of model requests (LoadModel, Infer) that found the model already on an engine",
+      help: "Share of LoadModel calls that found the model already on an engine",
       registers,
       collect: () => {
         this.cacheHitRatio.set(this.lookups === 0 ? 0 : this.hits / this.lookups);

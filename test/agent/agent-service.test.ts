@@ -1,6 +1,7 @@
 // The agent without engine workers, over real servers on loopback: chunk transfer from the store,
 // a converter and peers, ReadChunk's ranges, a restart that keeps the disk tier, unloading, the
-// internal token, and heartbeats to a scheduler that goes away and comes back.
+// internal token, heartbeats to a scheduler that goes away and comes back, Infer that never loads,
+// and a model larger than the pinned pool refused before anything moves.
 import test from "ava";
 import { readFile } from "node:fs/promises";
 import path from "node:path";
@@ -90,6 +91,37 @@ test("DownloadChunks fetches named chunks or all; ReadChunk serves ranges, the i
   t.true((await client.unloadModel({ ref, downTo: Tier.DISK })).unloaded);
   t.is(agent.status().models.length, 0);
   t.false((await client.unloadModel({ ref, downTo: Tier.DISK })).unloaded);
+});
+
+test("Infer never loads: a model that is not resident is FAILED_PRECONDITION, and nothing is fetched for it", async (t) => {
+  const { store } = await models();
+  const { client, agent } = await agentWith({ store });
+  const err = ConnectError.from(
+    await t.throwsAsync(async () => {
+      for await (const _ of client.infer({ ref, prompt: { case: "text", value: "hi" } }));
+    }),
+  );
+  t.is(err.code, Code.FailedPrecondition);
+  t.is(err.rawMessage, `${KEY} is not loaded on this agent (LoadModel first)`);
+  t.deepEqual(agent.status().models, []);
+});
+
+test("a model larger than the pinned pool fails at once, naming both sizes, before its chunks are fetched", async (t) => {
+  const { store, indexes } = await models();
+  const poolBytes = 1 << 20;
+  const { client, agent } = await agentWith({ store, dramBytes: poolBytes });
+  const err = ConnectError.from(
+    await t.throwsAsync(async () => {
+      for await (const _ of client.loadModel({ ref }));
+    }),
+  );
+  t.is(err.code, Code.FailedPrecondition);
+  const size = Number(indexes.get("tiny-llama")!.totalBytes);
+  t.regex(err.rawMessage, new RegExp(`^${KEY} needs ${size} bytes of the pinned pool, which holds ${poolBytes} bytes \\(--dram-bytes\\)`));
+  const status = agent.status();
+  t.is(status.dramPoolBytes, BigInt(poolBytes));
+  t.deepEqual(status.devices, [], "no engine, no device");
+  t.is(status.models.find((m) => m.ref?.modelId === "tiny-llama")?.diskChunks, 0, "only the index was read");
 });
 
 test("a restarted agent keeps its disk tier and its id", async (t) => {
