@@ -193,6 +193,11 @@ class Engine:
         with self._cv:
             return bool(self._inbox or self._aborts or self.waiting or self.running)
 
+    def has_waiting(self) -> bool:
+        """Sequences not admitted yet."""
+        with self._cv:
+            return bool(self._inbox or self.waiting)
+
     # ---- life in the pool (the loop thread) --------------------------------------------------
 
     def open(self) -> None:

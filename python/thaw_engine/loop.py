@@ -139,9 +139,9 @@ class StepLoop:
         for engine in engines[start:] + engines[:start]:
             if not engine.has_work():
                 continue
-            room = self.max_total_seqs - sum(len(e.running) for e in self.engines)
             try:
-                engine.step(max_admit=max(0, room))
+                room = self._admission_room(engine)
+                engine.step(max_admit=room)
             except Exception:  # a bug: fail what is in flight for that model, keep serving
                 log.exception("step of model %r failed", engine.name)
                 engine.fail_all("engine step failed")
@@ -149,6 +149,17 @@ class StepLoop:
             did = True
         self.rounds += did
         return did
+
+    def _admission_room(self, engine: Engine) -> int:
+        """New sequences the engine may admit now: the room left under max_total_seqs, none while it
+        runs its fair share (the total over the models with work) and another model waits below
+        its own, so the next free place goes to the model that has fewer."""
+        room = self.max_total_seqs - sum(len(e.running) for e in self.engines)
+        busy = [e for e in self.engines if e.has_work()]
+        share = max(1, self.max_total_seqs // max(1, len(busy)))
+        if len(engine.running) >= share and any(e is not engine and e.has_waiting() and len(e.running) < share for e in busy):
+            return 0
+        return max(0, room)
 
     def run_until_idle(self, max_rounds: int = 1_000_000) -> int:
         """Runs rounds on the calling thread until no engine has work (loop thread not running)."""
