@@ -46,6 +46,8 @@ export interface TestAgentOptions {
   loadMs?: number;
   /** LoadModel sends its first progress message and then nothing until it is cancelled. */
   hangLoads?: boolean;
+  /** DownloadChunks sends nothing until it is cancelled. */
+  hangDownloads?: boolean;
   maxModelLen?: number;
   /** GPU devices and their byte budgets; absent: the agent reports no devices (as older agents did). */
   devices?: { device: string; budgetBytes: number }[];
@@ -273,8 +275,9 @@ export class TestAgent {
     // eslint-disable-next-line @typescript-eslint/no-this-alias
     const agent = this;
     return {
-      async *downloadChunks(req: DownloadChunksRequest) {
+      async *downloadChunks(req: DownloadChunksRequest, ctx: HandlerContext) {
         agent.downloads.push(req);
+        if (agent.options.hangDownloads) await new Promise((_, reject) => ctx.signal.addEventListener("abort", () => reject(ctx.signal.reason), { once: true }));
         for (const f of req.fileNames) yield { fileName: f, bytesDone: 10n, bytesTotal: 10n, source: "store", complete: true };
         const model = req.ref!.modelId;
         if ((agent.tiers.get(model) ?? Tier.REMOTE) === Tier.REMOTE) agent.tiers.set(model, Tier.DISK);

@@ -82,7 +82,7 @@ export interface PlacementCandidate {
  * - evicts: room once `evictionBytes` of idle models leave;
  * - busy: every device that could hold it is full of models with running requests (wait, not an error);
  * - too-large: bigger than every device of the agent, or than its pinned DRAM pool (never, on this agent);
- * - unknown: the agent reports no devices, or the model's size is unknown.
+ * - unknown: the agent reports no devices (or one without a budget yet), or the model's size is unknown.
  */
 export type Fit = "resident" | "fits" | "evicts" | "busy" | "too-large" | "unknown";
 
@@ -165,14 +165,17 @@ export function tierBandwidth(status: AgentStatus, tier: Tier): number {
  * recently used first, as the agent does.
  */
 export function memoryFit(devices: readonly DeviceView[], bytes: number, dramPoolBytes = 0): MemoryFit {
-  const largestDevice = devices.length === 0 ? Infinity : Math.max(...devices.map(deviceLimit));
+  // A device with no budget yet (its worker has not reported its memory) could hold anything: the
+  // agent's devices are not judged until every one has a budget.
+  const judged = devices.length > 0 && devices.every((d) => d.budgetBytes > 0);
+  const largestDevice = judged ? Math.max(...devices.map(deviceLimit)) : Infinity;
   const limitBytes = Math.min(largestDevice, dramPoolBytes > 0 ? dramPoolBytes : Infinity);
   const verdict = (fit: Fit, reason = "", device = "", evictionBytes = 0, evicted: string[] = []): MemoryFit => ({ fit, device, evictionBytes, evicted, reason, limitBytes });
   if (bytes <= 0) return verdict("unknown");
   if (dramPoolBytes > 0 && bytes > dramPoolBytes) {
     return verdict("too-large", `needs ${formatBytes(bytes)}, more than its pinned DRAM pool (${formatBytes(dramPoolBytes)})`);
   }
-  if (devices.length === 0) return verdict("unknown");
+  if (!judged) return verdict("unknown");
   const able = devices.filter((d) => deviceLimit(d) >= bytes);
   if (able.length === 0) return verdict("too-large", `needs ${formatBytes(bytes)}, more than its largest device can hold (${formatBytes(largestDevice)})`);
 

@@ -179,6 +179,8 @@ test("a model larger than every device, or than the pinned pool, is too large on
   t.is(p.memory.fit, "too-large");
   t.is(p.memory.limitBytes, 2 * GB);
   t.regex(p.ineligibleReason, /pinned DRAM pool \(1\.86 GiB\)/);
+  // A device without a budget yet (its worker has not reported): the agent's memory is not judged.
+  t.is(scoreAgents(model(10 * GB), [agent("starting", { devices: [device("cuda:0", 8 * GB), { ...device("cuda:1", 0, [], 0), maxModelBytes: 0 }] })], W)[0].memory.fit, "unknown");
   // Size unknown (not converted yet, and the agent does not hold it): nothing is judged.
   t.is(scoreAgents(model(0), [agent("new", { devices: small.devices })], W)[0].memory.fit, "unknown");
 });

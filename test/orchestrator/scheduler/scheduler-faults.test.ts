@@ -35,6 +35,22 @@ test("a hung LoadModel times out, its agent stays suspect, and the request and t
   t.is(ok.loads.length, 1);
 });
 
+test("a helper whose DownloadChunks hangs is left out after the timeout and made suspect; the load goes on without it", async (t) => {
+  const converter: ConverterLink = { getCheckpoint: async () => index(4), convert: async () => index(4) };
+  const { agents, client, orchestrator } = await system(
+    t,
+    [{ id: "a", bandwidth: { [Tier.REMOTE]: 2e9 } }, { id: "b", hangDownloads: true }, { id: "c" }],
+    { converter, progressTimeoutMs: 200, suspectHoldMs: 600_000 },
+  );
+  const [a, b, c] = agents;
+  const done = await client.chatText("m", [{ role: "user", content: "x" }]);
+  t.deepEqual(done.agentIds, ["a"]);
+  t.is(b.downloads.length, 1, "b was asked for its share");
+  t.deepEqual([...a.loads[0].peers], [c.address], "only the helper that finished is a peer");
+  t.regex(await orchestrator.registry.metrics(), /agent_progress_timeouts_total\{rpc="DownloadChunks"\} 1/);
+  t.regex((await client.explainPlacement("m")).scores.find((s) => s.agentId === "b")!.ineligibleReason, /^suspect: DownloadChunks of m@main on agent b: no progress/);
+});
+
 test("a model the agent no longer holds: Infer answers \"not loaded\", the scheduler loads it again and serves there", async (t) => {
   const { agents, client, orchestrator } = await system(t, [{ id: "a", models: { m: Tier.GPU } }], { agentExpiryMs: 600_000 });
   const [a] = agents;
