@@ -280,6 +280,13 @@ test.serial("heartbeats report each device: budget, use, KV pool, resident model
   for (const key of keys) t.is(beat.models.find((m) => m.ref?.modelId === key)?.device, "cpu");
   t.is(beat.models.find((m) => m.ref?.modelId === "tiny-qwen2")?.device, "", "evicted: below the GPU tier");
   t.deepEqual(beat.engines[0].models.map((m) => m.modelId).sort(), keys);
+
+  // KV use, from the worker's own figures: the pages the llama's finished streams left in its prefix cache.
+  const kvBeat = await until(() => heartbeats.findLast((h) => (h.models.find((m) => m.ref?.modelId === "tiny-llama")?.kvBytesUsed ?? 0n) > 0n));
+  const llamaKv = kvBeat.models.find((m) => m.ref?.modelId === "tiny-llama")!.kvBytesUsed;
+  t.is(llamaKv % 65536n, 0n, "whole pages of the CPU pool");
+  t.true(kvBeat.devices[0].kvUsedBytes >= llamaKv);
+  t.true(kvBeat.devices[0].kvUsedBytes <= kvBeat.devices[0].kvPoolBytes);
 });
 
 test.serial("a worker killed with two models resident: both are gone, the stream ends UNAVAILABLE, a new worker serves", async (t) => {
