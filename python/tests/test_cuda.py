@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import ARCHS, PYTHON_DIR, load_fixture
+from conftest import ARCHS, PYTHON_DIR, TINY_PAGE, load_fixture, load_request
 from thaw_engine.runner import DecodeItem, PrefillItem
 from thaw_engine.sampling import SamplingOptions
 from thaw_engine.weights import read_index
@@ -45,7 +45,7 @@ def test_graphs_at_load_and_eager_first_steps_agree(tiny_checkpoints, load_model
     lazy = load_model(folder, device="cuda:0", dtype="float32")
     at_load = load_model(folder, device="cuda:0", dtype="float32", graph_capture_at_load=-1, load_warm="full")
     assert at_load.runner.graphs_pending == 0 and at_load.runner.graphs
-    assert lazy.engine.idle_work is not None
+    assert lazy.engine.has_idle_work()
     items_out = [o.token_ids for o in lazy.engine.generate(PROMPTS, GREEDY)]
     assert items_out == [o.token_ids for o in at_load.engine.generate(PROMPTS, GREEDY)]
 
@@ -181,3 +181,74 @@ def test_host_memory_copied_to_gpu(tiny_checkpoints, load_model):
             assert w.tensors[name].is_cuda and torch.equal(w.tensors[name], t)
     finally:
         os.close(fd)
+
+
+def test_three_models_share_the_pool_and_the_graph_pool_and_match_cpu(tiny_checkpoints, tiny_worker, load_model):
+    """float32 on CUDA (no TF32): three models in one worker, requests interleaved, first-use and idle
+    graph capture; greedy tokens equal each model's CPU engine alone."""
+    torch.backends.cuda.matmul.allow_tf32 = False
+    want = {a: [o.token_ids for o in load_model(tiny_checkpoints[a]).engine.generate(PROMPTS, GREEDY)] for a in ARCHS}
+    worker = tiny_worker(device="cuda:0", kv_pool_bytes=64 << 20)
+    models = {a: worker.load(load_request(tiny_checkpoints[a], model=a, dtype="float32")) for a in ARCHS}
+    runners = [lm.runner for lm in models.values()]
+    assert len({id(r._pool) for r in runners}) == 1 and len({id(r._stream) for r in runners}) == 1
+    assert len({r.kv[0][0].data_ptr() for r in runners}) == 1
+
+    def run_all() -> dict:
+        got: dict = {a: [[] for _ in PROMPTS] for a in ARCHS}
+        for i in range(len(PROMPTS)):
+            for a in ARCHS:
+                models[a].engine.add(f"{a}{i}", PROMPTS[i], GREEDY, lambda ev, a=a, i=i: got[a][i].extend(ev.token_ids))
+        worker.loop.run_until_idle()
+        return got
+
+    assert run_all() == want
+    assert all(r.graphs for r in runners), "decode graphs captured on first use"
+    for lm in models.values():
+        while lm.engine.has_idle_work():
+            lm.engine.run_idle_unit()
+    assert run_all() == want
+    worker.unload("mistral")
+    del models["mistral"]
+    assert all(lm.runner.graphs and not lm.runner.graphs_pending for lm in models.values())  # the others keep their graphs
+    got = {a: [[] for _ in PROMPTS] for a in models}
+    for i in range(len(PROMPTS)):
+        for a in models:
+            models[a].engine.add(f"{a}{i}", PROMPTS[i], GREEDY, lambda ev, a=a, i=i: got[a][i].extend(ev.token_ids))
+    worker.loop.run_until_idle()
+    assert got == {a: want[a] for a in models}
+
+
+def test_idle_capture_neither_collects_nor_waits_for_the_device(tiny_checkpoints, tiny_worker, monkeypatch):
+    """torch.cuda.graph's context manager runs gc.collect(), torch.cuda.synchronize() and
+    torch.cuda.empty_cache() on entry (hundreds of ms with a big heap): the capture must not."""
+    import gc
+
+    worker = tiny_worker(device="cuda:0", kv_pool_bytes=64 << 20)
+    eng = worker.load(load_request(tiny_checkpoints["llama"], dtype="float32")).engine
+    calls: list[str] = []
+    monkeypatch.setattr(gc, "collect", lambda *a, **k: calls.append("gc.collect") or 0)
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda *a, **k: calls.append("synchronize"))
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda *a, **k: calls.append("empty_cache"))
+    n = 0
+    while eng.has_idle_work() and n < 4:
+        eng.run_idle_unit()
+        n += 1
+    assert n == 4 and len(eng.runner.graphs) == 4 and not calls
+
+
+def test_served_by_the_loop_thread_on_cuda(tiny_checkpoints, tiny_worker, load_model):
+    import threading
+
+    torch.backends.cuda.matmul.allow_tf32 = False
+    want = [o.token_ids for o in load_model(tiny_checkpoints["qwen2"]).engine.generate(PROMPTS, GREEDY)]
+    worker = tiny_worker(device="cuda:0", kv_pool_bytes=64 << 20)
+    a = worker.load(load_request(tiny_checkpoints["qwen2"], model="a", dtype="float32")).engine
+    worker.load(load_request(tiny_checkpoints["llama"], model="b", dtype="float32"))
+    worker.start()
+    got = [[] for _ in PROMPTS]
+    done = [threading.Event() for _ in PROMPTS]
+    for i, p in enumerate(PROMPTS):
+        a.add(f"r{i}", p, GREEDY, lambda ev, i=i: (got[i].extend(ev.token_ids), ev.finish_reason and done[i].set()))
+    assert all(d.wait(60) for d in done)
+    assert got == want
