@@ -34,7 +34,7 @@ import { type Heartbeats, startHeartbeats } from "./heartbeat.js";
 import { ModelLoader } from "./model-loader.js";
 import { RequestCounter } from "./request-counter.js";
 import agentRoutes from "./routes.js";
-import { ClientCache, type OwnedClient, tcpClient } from "./rpc-clients.js";
+import { ClientCache, tcpClient } from "./rpc-clients.js";
 
 const GiB = 1 << 30;
 const MiB = 1 << 20;
