@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 import threading
+import weakref
 from pathlib import Path
 
 import pytest
@@ -132,6 +133,8 @@ def test_unload_one_model_while_another_streams(tiny_checkpoints, tiny_worker, a
         worker.get("llama")
     assert e.value.code == "NOT_FOUND"
     assert worker.unload("llama") == 0
+    model = weakref.ref(models.pop("llama").model)
+    assert model() is None  # gone by reference counting: no garbage collection pause on unload
 
 
 def test_pressure_from_one_model_takes_an_idle_models_cached_pages(tiny_checkpoints, tiny_worker, alone):

@@ -19,6 +19,7 @@ import itertools
 import logging
 import threading
 import time
+import weakref
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence
@@ -136,7 +137,7 @@ class Engine:
         self.max_model_len = runner.max_model_len
         #: the pool's pages (a private pool of the runner's size when none is shared)
         pool = pages if pages is not None else PagePool(runner.num_blocks)
-        self.blocks = BlockManager(pool, runner.block_size, config.enable_prefix_caching, floor, str(runner.dtype), self._preempt_latest)
+        self.blocks = BlockManager(pool, runner.block_size, config.enable_prefix_caching, floor, str(runner.dtype), _weak(self._preempt_latest))
         self.waiting: deque[Sequence_] = deque()
         self.running: list[Sequence_] = []
         self._ids = itertools.count(1)
@@ -496,6 +497,19 @@ class Engine:
             if not self.step() and not self.has_work():
                 break
         return outs
+
+
+def _weak(method: Callable[[], bool]) -> Callable[[], bool]:
+    """The method without a reference to its object: an engine and its block manager make no cycle,
+    so an unloaded model's weights go as soon as the worker drops it (no garbage collection, whose
+    pause would stall the other models' steps)."""
+    ref = weakref.WeakMethod(method)
+
+    def call() -> bool:
+        m = ref()
+        return m is not None and m()
+
+    return call
 
 
 def _call_sinks(events: list[tuple[Sink, Event]]) -> None:

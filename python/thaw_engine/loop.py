@@ -30,17 +30,20 @@ T = TypeVar("T")
 
 class _Task:
     def __init__(self, fn: Callable[[], Any]) -> None:
-        self.fn = fn
+        self.fn: Optional[Callable[[], Any]] = fn
         self.done = threading.Event()
         self.result: Any = None
         self.error: Optional[BaseException] = None
 
     def run(self) -> None:
+        fn, self.fn = self.fn, None  # what it holds (a model being removed) must not outlive it
         try:
-            self.result = self.fn()
+            assert fn is not None
+            self.result = fn()
         except BaseException as e:  # handed to the caller
             self.error = e
         finally:
+            del fn
             self.done.set()
 
 
@@ -190,6 +193,7 @@ class StepLoop:
                 tasks = list(self._tasks)
                 self._tasks.clear()
                 busy = self.has_work()
+            task = None
             for task in tasks:
                 task.run()
             if busy:
@@ -197,6 +201,7 @@ class StepLoop:
                 self._last_busy = time.monotonic()
             elif not tasks:
                 self._idle_unit()
+            del tasks, task  # what a task held (a model being removed) must not outlive it
 
     def _idle_unit(self) -> None:
         """One unit of idle work, if still nothing has arrived."""

@@ -3,7 +3,6 @@ step loop that serves them, and the device allocations exported to the agent."""
 
 from __future__ import annotations
 
-import gc
 import logging
 import os
 import threading
@@ -498,7 +497,7 @@ class Worker:
             freed = 0
             names = [name] if name else list(self.models)
             alloc_ids = {a for a, m in self.allocation_model.items() if not name or m == name}
-            dropped = False
+            dropped = False  # (no gc.collect(): nothing of a model is in a reference cycle)
             for n in names:
                 lm = self.models.pop(n, None)
                 if lm is None:
@@ -515,8 +514,6 @@ class Worker:
                 lm.weights.release()
                 del lm
                 log.info("unloaded %s", n)
-            if dropped:
-                gc.collect()  # engine <-> block manager cycles hold weight views until collected
             for aid in alloc_ids:
                 alloc = self.allocations.pop(aid, None)
                 self.allocation_model.pop(aid, None)
