@@ -94,7 +94,8 @@ export function normalRef(ref: CheckpointRef): CheckpointRef {
 }
 
 export class ModelLoader {
-  // Abandoned loads stop where they wait (downloads, room on a device); a copy that has begun finishes.
+  // An abandoned load stops if it is still waiting for room on a device; downloads and copies finish
+  // (they leave the lower tiers warm, and a newcomer may have joined a chunk transfer).
   private readonly flights = new SharedFlights<LoadProgress, LoadResult>("abort");
   /** What a load needs beyond the chunks, kept in memory (the disk copy may be evicted later). */
   private readonly meta = new Map<string, { index: CheckpointIndex; config: string; text: ModelText }>();
@@ -148,7 +149,7 @@ export class ModelLoader {
       const sources = this.deps.sources(options.peers ?? []);
       let meta = this.meta.get(key);
       if (meta === undefined || dram.get(key) === undefined) {
-        const index = await this.deps.downloader.ensureIndex(ref, key, sources, abandoned);
+        const index = await this.deps.downloader.ensureIndex(ref, key, sources);
         if (meta?.index !== index) {
           meta = { index, config: await this.configJson(key), text: await this.readText(key) };
           this.meta.set(key, meta);
@@ -164,7 +165,7 @@ export class ModelLoader {
       gpu.checkFits(key, total);
 
       // Remote → disk.
-      if (dram.get(key) === undefined) await this.fetchMissing(ref, key, sources, timings, progress, abandoned);
+      if (dram.get(key) === undefined) await this.fetchMissing(ref, key, sources, timings, progress);
 
       // Room on a device (evicting idle models if needed), then → engine through the pool.
       const room = await gpu.reserve(key, total, abandoned);
@@ -209,7 +210,7 @@ export class ModelLoader {
   }
 
   /** Fetches missing chunks into the disk tier. */
-  private async fetchMissing(ref: CheckpointRef, key: string, sources: ChunkSource[], timings: TierTime[], progress: Progress, signal?: AbortSignal): Promise<void> {
+  private async fetchMissing(ref: CheckpointRef, key: string, sources: ChunkSource[], timings: TierTime[], progress: Progress): Promise<void> {
     const missing = this.deps.disk.missingChunks(key);
     if (missing.length === 0) return;
     const total = missing.reduce((s, c) => s + Number(c.byteLength), 0);
@@ -229,7 +230,6 @@ export class ModelLoader {
           progress(Tier.REMOTE, [...done.values()].reduce((a, b) => a + b, 0), total);
         }
       },
-      signal,
     );
     timings.push({ tier: Tier.REMOTE, bytes: result.bytes, seconds: result.seconds });
     this.record(Tier.REMOTE, result.bytes, result.seconds);
