@@ -99,7 +99,11 @@ export async function writeCheckpoint(
   const aliases = new Map<number, string[]>();
   tensors.forEach((t, i) => {
     if (aliasOf[i] === -1) unique.push(i);
-    else aliases.set(aliasOf[i], [...(aliases.get(aliasOf[i]) ?? []), t.name]);
+    else {
+      const names = aliases.get(aliasOf[i]);
+      if (names === undefined) aliases.set(aliasOf[i], [t.name]);
+      else names.push(t.name); // pushed, not copied: a tensor may have 200 000 aliases
+    }
   });
   const layout = planLayout(unique.map((i) => tensors[i].byteLength), chunkSize);
   const bytesTotal = layout.chunkLengths.reduce((a, b) => a + b, 0);

@@ -17,6 +17,7 @@ import { toConvertError } from "./convert-error.js";
 import type { HubSettings } from "./sources/hub-client.js";
 import { resolveHubSource } from "./sources/hub-source.js";
 import { resolveLocalFolder } from "./sources/local-folder-source.js";
+import { checkModelConfig, ModelConfigError } from "./model-config.js";
 import { CONFIG_FILE } from "./sources/repo-files.js";
 import type { ResolvedSource } from "./sources/resolved-source.js";
 import { openWeightFiles } from "./sources/weight-files.js";
@@ -214,7 +215,7 @@ async function existingIndex(store: CheckpointStore, key: string): Promise<Check
   }
 }
 
-/** The architecture named in config.json; InvalidArgument when config.json is not JSON. */
+/** The architecture named in config.json; InvalidArgument when config.json is not JSON or names impossible sizes. */
 async function readArchitecture(source: ResolvedSource): Promise<string> {
   const config = source.sideFiles.find((f) => f.name === CONFIG_FILE);
   if (config === undefined) throw new ConnectError(`${source.location} has no ${CONFIG_FILE}`, Code.FailedPrecondition);
@@ -223,6 +224,12 @@ async function readArchitecture(source: ResolvedSource): Promise<string> {
     json = JSON.parse(await readFile(config.path, "utf8"));
   } catch (err) {
     throw new ConnectError(`${source.location}/${CONFIG_FILE} is not valid JSON: ${(err as Error).message}`, Code.InvalidArgument);
+  }
+  try {
+    checkModelConfig(json);
+  } catch (err) {
+    if (!(err instanceof ModelConfigError)) throw err;
+    throw new ConnectError(`${source.location}/${CONFIG_FILE}: ${err.message}`, Code.InvalidArgument);
   }
   const arch = Array.isArray(json?.architectures) ? json.architectures[0] : undefined;
   return typeof arch === "string" ? arch : "";

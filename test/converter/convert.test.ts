@@ -168,6 +168,15 @@ test("missing config.json, missing weights, missing folder", async (t) => {
   await rejects(t, { source: badConfig, store: await freshStore() }, Code.InvalidArgument, /config\.json is not valid JSON/);
 });
 
+test("a config no engine could serve is refused at conversion, naming the field", async (t) => {
+  const folder = await copyOf("single");
+  const config = JSON.parse(await readFile(path.join(folder, "config.json"), "utf8"));
+  await writeFile(path.join(folder, "config.json"), JSON.stringify({ ...config, num_attention_heads: 4, num_key_value_heads: 0 }));
+  await rejects(t, { source: folder, store: await freshStore() }, Code.InvalidArgument, /config\.json: num_key_value_heads must be a positive integer, got 0/);
+  await writeFile(path.join(folder, "config.json"), JSON.stringify({ ...config, hidden_size: 30, num_attention_heads: 4 }));
+  await rejects(t, { source: folder, store: await freshStore() }, Code.InvalidArgument, /hidden_size \(30\) must be divisible by num_attention_heads \(4\)/);
+});
+
 test("local sources stay inside the allowed roots: ../, absolute, symlinks, NUL", async (t) => {
   const root = await dirs.make();
   const inside = path.join(root, "models", "single");
