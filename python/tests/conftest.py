@@ -134,7 +134,7 @@ def tiny_worker() -> Iterator[Callable[..., Worker]]:
     def make(**opts: object) -> Worker:
         opts.setdefault("kv_pool_bytes", 8 << 20)
         opts.setdefault("kv_page_bytes", TINY_PAGE)
-        w = Worker(WorkerOptions(device="cpu", **opts))  # type: ignore[arg-type]
+        w = Worker(WorkerOptions(**{"device": "cpu", **opts}))  # type: ignore[arg-type]
         workers.append(w)
         return w
 
