@@ -52,6 +52,8 @@ export interface OrchestratorOptions {
   models?: MessageInitShape<typeof ModelSpecSchema>[];
   registry?: Registry;
   connector?: AgentConnector;
+  /** Clock in ms for agent expiry and the scheduler's timing (default Date.now; tests pass a fake one). */
+  now?: () => number;
   log?: (line: string) => void;
 }
 
@@ -81,7 +83,7 @@ export async function startOrchestrator(options: OrchestratorOptions = {}): Prom
   const converter = typeof options.converter === "string" ? grpcConverterLink(options.converter, { token: options.token }) : options.converter;
   const scheduler = new Scheduler(
     {
-      agents: new AgentRegistry({ expiryMs, forgetMs: Math.max(600_000, 10 * expiryMs) }),
+      agents: new AgentRegistry({ expiryMs, forgetMs: Math.max(600_000, 10 * expiryMs), now: options.now }),
       models,
       admission: new Admission({
         maxInflightPerAgent: options.maxInflightPerAgent ?? DEFAULT_MAX_INFLIGHT_PER_AGENT,
@@ -90,6 +92,7 @@ export async function startOrchestrator(options: OrchestratorOptions = {}): Prom
       metrics,
       connector: options.connector ?? grpcAgentConnector({ token: options.token }),
       converter,
+      now: options.now,
       log,
     },
     {

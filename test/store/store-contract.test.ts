@@ -76,6 +76,7 @@ storeContract(test, {
 
 storeContract(test, {
   name: "s3",
+  overNetwork: true,
   async store() {
     const prefix = `runs/${randomBytes(6).toString("hex")}`;
     return {
@@ -100,6 +101,7 @@ storeContract(test, {
 
 storeContract(test, {
   name: "azure",
+  overNetwork: true,
   async store() {
     const prefix = `runs/${randomBytes(6).toString("hex")}`;
     return {

@@ -175,8 +175,11 @@ test("a cancelled call cancels the Infer on the agent", async (t) => {
 });
 
 test("agents expire without heartbeats; a restarted orchestrator rebuilds its view from heartbeats and its registry file", async (t) => {
+  // Expiry is judged on a fake clock moved by the test: a slow machine cannot expire the agent early.
+  let clock = 0;
+  const now = () => clock;
   const modelsFile = path.join(await dirs.make(), "models.json");
-  const first = await startOrchestrator({ port: 0, modelsFile, heartbeatIntervalMs: 100, agentExpiryMs: 300, log: () => {} });
+  const first = await startOrchestrator({ port: 0, modelsFile, heartbeatIntervalMs: 100, agentExpiryMs: 300, now, log: () => {} });
   const port = first.port;
   const agent = await TestAgent.start({ id: "a", models: { m: Tier.DISK }, scheduler: first.url, heartbeatMs: 50 });
   t.teardown(() => agent.close());
@@ -186,7 +189,7 @@ test("agents expire without heartbeats; a restarted orchestrator rebuilds its vi
   agent.stopHeartbeats();
 
   let second: RunningOrchestrator | undefined;
-  second = await startOrchestrator({ port, modelsFile, heartbeatIntervalMs: 100, agentExpiryMs: 300, log: () => {} });
+  second = await startOrchestrator({ port, modelsFile, heartbeatIntervalMs: 100, agentExpiryMs: 300, now, log: () => {} });
   t.teardown(() => second!.close());
   t.deepEqual((await client.listModels()).map((m) => [m.spec?.id, m.spec?.source, m.spec?.keepAliveSeconds]), [["m", "org/m", 30]]);
   t.deepEqual(await client.listAgents(), [], "no heartbeat yet");
@@ -194,8 +197,9 @@ test("agents expire without heartbeats; a restarted orchestrator rebuilds its vi
   const agents = await client.listAgents();
   t.deepEqual(agents.map((a) => [a.status?.agentId, a.expired]), [["a", false]]);
   t.deepEqual((await client.listModels())[0].placements.map((p) => [p.agentId, p.tier]), [["a", Tier.DISK]]);
-  agent.stopHeartbeats();
-  await sleep(450);
+  clock += 300;
+  t.deepEqual((await client.listAgents()).map((a) => [a.status?.agentId, a.expired]), [["a", false]], "a heartbeat exactly expiryMs old still counts");
+  clock += 1;
   t.deepEqual((await client.listAgents()).map((a) => [a.status?.agentId, a.expired]), [["a", true]]);
   t.regex((await client.explainPlacement("m")).scores[0].ineligibleReason, /^expired/);
 });
