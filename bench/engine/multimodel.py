@@ -233,6 +233,7 @@ def main() -> None:
     ap.add_argument("--prompt", type=int, default=128)
     ap.add_argument("--ttft-samples", type=int, default=60)
     ap.add_argument("--add-repeats", type=int, default=5)
+    ap.add_argument("--capture-samples", type=int, default=20, help="requests sent while a just-added model's graphs are captured")
     ap.add_argument("--kv-pool-gib", type=float, default=16.0)
     ap.add_argument("--max-model-len", type=int, default=2048)
     ap.add_argument("--out", default="")
@@ -242,7 +243,7 @@ def main() -> None:
     dtype, dtype_name = (torch.float32, "float32") if small else (torch.bfloat16, "bfloat16")
     if small:
         torch.set_num_threads(min(4, torch.get_num_threads()))
-        args.new_tokens, args.ttft_samples = min(args.new_tokens, 32), min(args.ttft_samples, 12)
+        args.new_tokens, args.ttft_samples, args.capture_samples = min(args.new_tokens, 32), min(args.ttft_samples, 12), 3
     device = "cpu" if small else "cuda:0"
     per_model = max(1, args.streams // args.models)
     res: dict[str, Any] = {"bench": "engine-multimodel", "date": time.strftime("%Y-%m-%d"), "device": device, "torch": torch.__version__,
@@ -297,16 +298,21 @@ def main() -> None:
         target, others = names[0], names[1:]
         extra = "bench/model-extra@main"
 
-        def add_model(seed: int) -> tuple[float, float]:
-            """LoadWeights of one more model on weights already in memory: seconds, and to its first token."""
+        def add_model(seed: int, delay: float = 0.0) -> tuple[float, float]:
+            """LoadWeights of one more model on weights already in memory: seconds, and to its first
+            token (sent ``delay`` seconds after the load: then its TTFT alone)."""
             p = Placed(worker, cfg, extra, seed=seed, dtype=dtype)
             try:
                 t0 = time.perf_counter()
-                worker.load(p.request(extra, config_json, dtype_name, args.max_model_len, floor))
+                lm = worker.load(p.request(extra, config_json, dtype_name, args.max_model_len, floor))
                 added = time.perf_counter() - t0
+                if delay:
+                    time.sleep(delay)
+                    pending.append(lm.runner.graphs_pending)
                 s = submit(worker, extra, rand(args.prompt), 1)
                 wait([s])
-                return added, s.times[0] - t0
+                del lm
+                return added, (s.ttft if delay else s.times[0] - t0)
             finally:
                 worker.unload(extra)
                 p.close()
@@ -316,6 +322,11 @@ def main() -> None:
         added = [add_model(100 + r) for r in range(args.add_repeats)]
         res["add_model_s"] = spread([a for a, _ in added])
         res["add_model_to_first_token_s"] = spread([f for _, f in added])
+        log("TTFT of a just-added model while the idle graph capture runs (the 1.04 s case)")
+        pending: list[int] = []
+        during = [add_model(300 + r, delay=0.27 + 0.023 * r)[1] for r in range(args.capture_samples)]
+        res["ttft_during_idle_capture_s"] = spread(during)
+        res["graphs_pending_when_sent"] = spread([float(x) for x in pending])
         if others:
             log("the same while the other models decode")
             background = []
@@ -369,6 +380,9 @@ def report(res: dict[str, Any], args: argparse.Namespace, per_model: int) -> Non
         rows.append((f"TTFT while {args.models - 1} others decode p50 / p99 (ms)", f"{t['p50'] * 1e3:.1f} / {t['p99'] * 1e3:.1f}"))
     a, f = res["add_model_s"], res["add_model_to_first_token_s"]
     rows.append(("add a model p50 / p99 (s)", f"{a['p50']:.3f} / {a['p99']:.3f} (to first token {f['p50']:.3f} / {f['p99']:.3f})"))
+    c = res["ttft_during_idle_capture_s"]
+    rows.append(("TTFT during idle graph capture p50 / p99 (ms)", f"{c['p50'] * 1e3:.1f} / {c['p99'] * 1e3:.1f} "
+                 f"(graphs pending when sent p50 {res['graphs_pending_when_sent']['p50']:.0f})"))
     if "add_model_while_others_decode_s" in res:
         b = res["add_model_while_others_decode_s"]
         rows.append(("add a model while others decode p50 / p99 (s)", f"{b['p50']:.3f} / {b['p99']:.3f}"))

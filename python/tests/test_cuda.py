@@ -149,9 +149,10 @@ def test_ipc_allocation_filled_by_another_process(tiny_checkpoints, load_model, 
         for p, w in zip(PROMPTS, want):
             msgs = stub.Generate(pb.GenerateRequest(prompt_token_ids=p, sampling=engine_pb2.SamplingParams(temperature=0.0, max_tokens=24, ignore_eos=True)))
             assert [t for m in msgs for t in m.token_ids] == w
-        with pytest.raises(grpc.RpcError) as e:
-            stub.LoadWeights(pb.LoadWeightsRequest(index=index, memory=engine_pb2.MemoryDescriptor(device=engine_pb2.DeviceMemory(allocation_id="nope")), config_json="{}"))
-        assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        with pytest.raises(grpc.RpcError) as e:  # a second model, on an allocation that does not exist
+            stub.LoadWeights(pb.LoadWeightsRequest(index=index, memory=engine_pb2.MemoryDescriptor(device=engine_pb2.DeviceMemory(allocation_id="nope")),
+                                                   config_json=(folder / "config.json").read_text(), model="other@main"))
+        assert e.value.code() == grpc.StatusCode.NOT_FOUND
         stats = stub.GetStats(pb.GetStatsRequest())
         assert stats.device_memory_total > 0 and stats.device_memory_used >= index.total_bytes
         assert stub.Unload(pb.UnloadRequest()).bytes_freed >= index.total_bytes

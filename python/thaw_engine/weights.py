@@ -162,15 +162,19 @@ def _check_region(index: checkpoint_pb2.CheckpointIndex, offsets: list[int], len
 
 
 def _to_device(host: torch.Tensor, device: torch.device, keep_pinned: bool = True) -> torch.Tensor:
-    """Copies a host byte tensor to a fresh device buffer (pinning it for the copy when allowed)."""
+    """Copies a host byte tensor to a fresh device buffer (pinning it for the copy when allowed), on a
+    stream of its own: the models already loaded keep stepping on theirs meanwhile."""
     from . import cuda as cu
 
     dev = torch.empty(host.numel(), dtype=torch.uint8, device=device)
     ptr = host.data_ptr()
     registered = keep_pinned and host.numel() >= (64 << 20) and cu.host_register(ptr, host.numel())
+    stream = torch.cuda.Stream(device)
+    stream.wait_stream(torch.cuda.current_stream(device))  # dev's allocation
     try:
-        dev.copy_(host, non_blocking=registered)
-        torch.cuda.synchronize(device)
+        with torch.cuda.stream(stream):
+            dev.copy_(host, non_blocking=registered)
+        stream.synchronize()
     finally:
         if registered:
             cu.host_unregister(ptr)
@@ -262,11 +266,14 @@ def load_from_folder(
     if device.type == "cuda":
         dev = torch.empty(bytes_total, dtype=torch.uint8, device=device)
         offsets, pos = [], 0
-        for t in chunk_tensors:
-            dev[pos : pos + t.numel()].copy_(t)
-            offsets.append(pos)
-            pos += t.numel()
-        torch.cuda.synchronize(device)
+        stream = torch.cuda.Stream(device)  # not the loaded models' stream (see _to_device)
+        stream.wait_stream(torch.cuda.current_stream(device))
+        with torch.cuda.stream(stream):
+            for t in chunk_tensors:
+                dev[pos : pos + t.numel()].copy_(t)
+                offsets.append(pos)
+                pos += t.numel()
+        stream.synchronize()
         tensors = _views(index, lambda i: dev[offsets[i] :])
         del chunk_tensors
         for m in maps:
