@@ -139,9 +139,12 @@ class PagePool:
         self.tenants.remove(tenant)
 
     def make_room(self, tenant: BlockManager, n: int) -> bool:
-        """True when n pages can be taken now; a model below its floor preempts others above theirs."""
+        """True when n pages can be taken now; a model below its floor preempts others above theirs
+        (not when all they hold would still not make room: no preemption for nothing)."""
         while self.available() < n and tenant.used < tenant.floor:
             above = [t for t in self.tenants if t is not tenant and t.used > t.floor]
+            if self.available() + sum(t.used for t in above) < n:
+                break
             victim = max(above, key=lambda t: t.used - t.floor, default=None)
             if victim is None or victim.preempt is None or not victim.preempt():
                 break
