@@ -57,6 +57,8 @@ export interface TestAgentOptions {
   sizes?: Record<string, number>;
   /** Pinned DRAM pool reported in heartbeats (0: not reported). */
   dramPoolBytes?: number;
+  /** Called as each Infer arrives (before any token). */
+  onInfer?: (call: InferCall) => void;
 }
 
 export interface InferCall {
@@ -331,6 +333,7 @@ export class TestAgent {
       async *infer(req: InferRequest, ctx: HandlerContext) {
         const call: InferCall = { request: req, signal: ctx.signal, tokensSent: 0, done: false };
         agent.infers.push(call);
+        agent.options.onInfer?.(call);
         const model = req.ref!.modelId;
         if (agent.tiers.get(model) !== Tier.GPU) {
           throw new ConnectError(`${model}@main is not loaded on this agent (LoadModel first)`, Code.FailedPrecondition);

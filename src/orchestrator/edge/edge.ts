@@ -10,7 +10,7 @@ import { parseChatRequest } from "./chat/protocol.js";
 import { serveChat } from "./chat/serving.js";
 import { parseCompletionRequest } from "./completions/protocol.js";
 import { serveCompletion } from "./completions/serving.js";
-import { invalidApiKey, modelNotFound, OpenAIError, toOpenAIError, unknownUrl } from "./errors.js";
+import { badRequest, invalidApiKey, modelNotFound, OpenAIError, toOpenAIError, unknownUrl } from "./errors.js";
 import { clientGone, readJson, sendJson, sendText, type EdgeRequest, type EdgeResponse } from "./http.js";
 import { modelList, modelObject } from "./models.js";
 
@@ -71,7 +71,7 @@ export class Edge {
     }
     if (path.startsWith("/v1/models/")) {
       this.only(method, ["GET"], () => undefined);
-      const id = decodeURIComponent(path.slice("/v1/models/".length));
+      const id = decodePathPart(path.slice("/v1/models/".length));
       const info = this.options.backend.getModel(id);
       if (info === undefined) throw modelNotFound(id);
       return sendJson(res, 200, modelObject(info), headers);
@@ -122,6 +122,15 @@ export class Edge {
     }
     if (res.destroyed) return;
     sendJson(res, e.status, e.body(), e.headers);
+  }
+}
+
+/** A percent-encoded path segment, decoded; malformed encoding ("%", "%zz", broken UTF-8) is the caller's 400. */
+function decodePathPart(part: string): string {
+  try {
+    return decodeURIComponent(part);
+  } catch {
+    throw badRequest(`the URL path holds malformed percent-encoding (${JSON.stringify(part.length > 80 ? `${part.slice(0, 80)}…` : part)})`, null, "invalid_url");
   }
 }
 

@@ -5,7 +5,7 @@ import type { SamplingParamsSchema } from "../../gen/thaw/engine/v1/engine_pb.js
 import type { CompletionOptionsSchema } from "../../gen/thaw/scheduler/v1/scheduler_pb.js";
 import { MAX_CHOICES } from "../scheduler/requests.js";
 import { badRequest } from "./errors.js";
-import type { Params } from "./params.js";
+import { UINT32_MAX, type Params } from "./params.js";
 
 export interface CommonFields {
   model: string;
@@ -27,8 +27,8 @@ export const MAX_TOP_LOGPROBS = 20;
 export function parseCommon(p: Params, defaultMaxTokens: number | undefined): Omit<CommonFields, "topLogprobs"> {
   const model = p.string("model");
   if (model === undefined || model === "") throw badRequest("you must provide a model parameter", "model");
-  const n = p.integer("n", { min: 1, max: MAX_CHOICES }) ?? 1;
-  const bestOf = p.integer("best_of", { min: 1 });
+  const n = p.uint32("n", { min: 1, max: MAX_CHOICES }) ?? 1;
+  const bestOf = p.uint32("best_of", { min: 1 });
   if (bestOf !== undefined && bestOf !== n) throw badRequest("best_of other than n is not supported", "best_of");
   const stream = p.boolean("stream") ?? false;
   const streamOptions = p.object("stream_options");
@@ -40,11 +40,14 @@ export function parseCommon(p: Params, defaultMaxTokens: number | undefined): Om
     throw badRequest("'stream_options.include_usage' must be a boolean", "stream_options.include_usage");
   }
 
-  const maxTokens = p.integer("max_completion_tokens", { min: 1 }) ?? p.integer("max_tokens", { min: 1 }) ?? defaultMaxTokens;
-  const minTokens = p.integer("min_tokens", { min: 0 }) ?? 0;
+  // Every number is checked against the proto field it fills (uint32, float, uint64): a value
+  // that cannot be serialized is the caller's 400, never a 500 that blames an agent.
+  const maxTokens = p.uint32("max_completion_tokens", { min: 1 }) ?? p.uint32("max_tokens", { min: 1 }) ?? defaultMaxTokens;
+  const minTokens = p.uint32("min_tokens") ?? 0;
   if (maxTokens !== undefined && minTokens > maxTokens) throw badRequest(`min_tokens (${minTokens}) is larger than max_tokens (${maxTokens})`, "min_tokens");
-  const topK = p.integer("top_k", { min: -1 });
-  const seed = p.integer("seed");
+  const topK = p.integer("top_k", { min: -1, max: UINT32_MAX });
+  // uint64 on the wire; negative seeds (as vLLM takes) wrap to their two's complement.
+  const seed = p.integer("seed", { min: -(2 ** 63), below: 2 ** 64 });
   const logitBias = p.object("logit_bias");
   if (logitBias !== undefined && Object.keys(logitBias).length > 0) throw badRequest("logit_bias is not supported", "logit_bias");
   const responseFormat = p.object("response_format");
@@ -53,14 +56,14 @@ export function parseCommon(p: Params, defaultMaxTokens: number | undefined): Om
   }
 
   const sampling: MessageInitShape<typeof SamplingParamsSchema> = {
-    temperature: p.number("temperature", { min: 0, max: 2 }),
-    topP: p.number("top_p", { above: 0, max: 1 }),
+    temperature: p.float32("temperature", { min: 0, max: 2 }),
+    topP: p.float32("top_p", { above: 0, max: 1 }),
     topK: topK === undefined || topK <= 0 ? 0 : topK,
-    minP: p.number("min_p", { min: 0, max: 1 }) ?? 0,
+    minP: p.float32("min_p", { min: 0, max: 1 }) ?? 0,
     seed: seed === undefined ? undefined : BigInt.asUintN(64, BigInt(seed)),
-    presencePenalty: p.number("presence_penalty", { min: -2, max: 2 }) ?? 0,
-    frequencyPenalty: p.number("frequency_penalty", { min: -2, max: 2 }) ?? 0,
-    repetitionPenalty: p.number("repetition_penalty", { above: 0 }),
+    presencePenalty: p.float32("presence_penalty", { min: -2, max: 2 }) ?? 0,
+    frequencyPenalty: p.float32("frequency_penalty", { min: -2, max: 2 }) ?? 0,
+    repetitionPenalty: p.float32("repetition_penalty", { above: 0 }),
     maxTokens: maxTokens ?? 0,
     minTokens,
     stopTokenIds: p.tokenIds("stop_token_ids") ?? [],

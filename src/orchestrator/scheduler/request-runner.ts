@@ -64,8 +64,11 @@ const REQUEST_ENDED = new ConnectError("request ended", Code.Canceled);
 /** Failures before the first token that another agent may not have. */
 const RETRYABLE = new Set([Code.Unavailable, Code.Unknown, Code.Internal, Code.Aborted, Code.ResourceExhausted, Code.FailedPrecondition, Code.Canceled, Code.DataLoss, Code.DeadlineExceeded]);
 
-/** Failures that say the agent itself is broken: it is not placed on until a probe answers. */
-const BROKEN = new Set([Code.Unavailable, Code.Unknown, Code.Internal, Code.Canceled]);
+/**
+ * Failures that say the agent itself is broken: it is not placed on until a probe answers. A
+ * caller's bad input (INVALID_ARGUMENT, OUT_OF_RANGE, FAILED_PRECONDITION) is never one of them.
+ */
+const BROKEN = new Set([Code.Unavailable, Code.Unknown, Code.Internal]);
 
 interface RequestStats {
   firstToken: boolean;
@@ -309,11 +312,17 @@ function finishName(reason: CompletionFinishReason): string {
   return reason === CompletionFinishReason.STOP ? "stop" : reason === CompletionFinishReason.LENGTH ? "length" : "abort";
 }
 
-/** An agent's error as the scheduler reports it: auth problems between services are internal. */
+/**
+ * An agent's error as the scheduler reports it (only called while the request itself is not
+ * cancelled): auth problems between services are internal, and a call cut from the agent's side —
+ * its process died: the stream closed with CANCEL (Canceled) or the connection was reset (Aborted)
+ * — is the agent being unavailable, never the client's cancellation nor a conflict.
+ */
 function agentError(agentId: string, err: unknown): ConnectError {
   const e = ConnectError.from(err);
   if (e.code === Code.Unauthenticated || e.code === Code.PermissionDenied) {
     return new ConnectError(`agent ${agentId} refused the scheduler (${e.rawMessage}); check THAW_INTERNAL_TOKEN`, Code.Internal);
   }
+  if (e.code === Code.Canceled || e.code === Code.Aborted) return new ConnectError(`agent ${agentId} went away (${e.rawMessage})`, Code.Unavailable, e.metadata, undefined, err);
   return e;
 }

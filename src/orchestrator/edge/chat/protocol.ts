@@ -18,7 +18,7 @@ export function parseChatRequest(body: Record<string, unknown>, requestId: strin
   const messages = parseMessages(body.messages);
 
   const logprobs = p.boolean("logprobs") ?? false;
-  const top = p.integer("top_logprobs", { min: 0, max: MAX_TOP_LOGPROBS });
+  const top = p.uint32("top_logprobs", { max: MAX_TOP_LOGPROBS });
   if (top !== undefined && top > 0 && !logprobs) throw badRequest("when using `top_logprobs`, `logprobs` must be set to true", "top_logprobs");
   const tools = body.tools;
   const toolChoice = body.tool_choice;

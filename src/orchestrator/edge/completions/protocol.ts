@@ -21,7 +21,7 @@ export function parseCompletionRequest(body: Record<string, unknown>, requestId:
   const common = parseCommon(p, 16);
   const prompts = parsePrompt(body.prompt);
   if (prompts.length * common.n > 1024) throw badRequest(`${prompts.length} prompts × n=${common.n} is more than 1024 choices`, "n");
-  const logprobs = p.integer("logprobs", { min: 0, max: MAX_TOP_LOGPROBS });
+  const logprobs = p.uint32("logprobs", { max: MAX_TOP_LOGPROBS });
   const echo = p.boolean("echo") ?? false;
   const suffix = p.string("suffix");
   if (suffix !== undefined && suffix !== "") throw badRequest("suffix is not supported", "suffix");
