@@ -189,6 +189,27 @@ def test_a_request_waits_for_at_most_the_idle_unit_in_progress(tiny_checkpoints,
     assert "unit" not in gate.log[first_step : first_step + 3]  # 3 steps: prefill and two decodes
 
 
+def test_idle_work_waits_after_a_model_is_loaded(tiny_checkpoints, tiny_worker, monkeypatch):
+    """A load is activity: the loop, idle for long, does not start capturing the new model's graphs
+    the moment LoadWeights answers (its first request would find the capture in progress)."""
+    from thaw_engine.engine import Engine
+
+    calls: list[float] = []
+    monkeypatch.setattr(Engine, "has_idle_work", lambda self: len(calls) < 1)
+    monkeypatch.setattr(Engine, "run_idle_unit", lambda self: calls.append(time.monotonic()))
+    worker = tiny_worker()
+    worker.loop.idle_delay_s = 0.3
+    worker.start()
+    time.sleep(0.35)  # the loop has been idle for longer than the delay
+    t0 = time.monotonic()
+    worker.load(load_request(tiny_checkpoints["llama"]))
+    deadline = time.monotonic() + 5
+    while not calls and time.monotonic() < deadline:
+        time.sleep(0.01)
+    worker.loop.stop()
+    assert calls and calls[0] - t0 >= 0.29
+
+
 def test_loop_without_idle_work_sleeps(tiny_checkpoints, tiny_worker):
     worker = tiny_worker()
     worker.load(load_request(tiny_checkpoints["llama"]))

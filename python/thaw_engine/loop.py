@@ -54,8 +54,9 @@ class StepLoop:
         self.cv = threading.Condition()  # engines queue requests under it, so a request wakes the loop
         self.engines: list[Engine] = []
         self.max_total_seqs = max_total_seqs
-        #: idle work starts only once no engine has had work for this long, so that a request that
-        #: follows its LoadWeights or its predecessor closely never finds a capture in progress
+        #: idle work starts only once no engine has had work (and no task ran) for this long, so that
+        #: a request that follows its LoadWeights or its predecessor closely never finds a capture
+        #: in progress
         self.idle_delay_s = idle_delay_s
         self._tasks: deque[_Task] = deque()
         self._thread: Optional[threading.Thread] = None
@@ -196,6 +197,8 @@ class StepLoop:
             task = None
             for task in tasks:
                 task.run()
+            if tasks:  # a model just loaded: its first request must not find a capture in progress
+                self._last_busy = time.monotonic()
             if busy:
                 self.run_round()
                 self._last_busy = time.monotonic()
