@@ -28,7 +28,6 @@ import json
 import mmap
 import os
 import random
-import statistics
 import sys
 import threading
 import time

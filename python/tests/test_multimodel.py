@@ -6,7 +6,6 @@ from __future__ import annotations
 import random
 import threading
 import weakref
-from pathlib import Path
 
 import pytest
 
