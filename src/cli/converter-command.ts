@@ -5,6 +5,7 @@ import { startServer } from "../shared/server.js";
 import { requireToken } from "../shared/auth.js";
 import { openStore } from "../store/open-store.js";
 import converterRoutes from "../converter/routes.js";
+import { CONNECTION_OPTIONS, CONNECTION_USAGE, connectionFlags } from "./orchestrator-command.js";
 import { untilSignal } from "./until-signal.js";
 
 const USAGE = `usage: thaw converter [--host H] [--port P] [--store DIR-or-URL] [--allow-local DIR]...
@@ -14,6 +15,7 @@ Serves thaw.converter.v1.ConverterService (gRPC, Connect, gRPC-Web on one port).
   --port         port (default ${PORTS.converter})
   --store        checkpoint store: folder, s3://bucket/prefix or az://container/prefix (default ${DEFAULT_STORE}; THAW_STORE)
   --allow-local  folder that Convert requests may read local models from (repeatable; default: none)
+${CONNECTION_USAGE}
 Environment: HF_ENDPOINT, HF_TOKEN for the Hub; THAW_INTERNAL_TOKEN to require a token on every call.`;
 
 export async function main(args: string[]): Promise<void> {
@@ -24,6 +26,7 @@ export async function main(args: string[]): Promise<void> {
       port: { type: "string", default: String(PORTS.converter) },
       store: { type: "string", default: DEFAULT_STORE },
       "allow-local": { type: "string", multiple: true, default: [] },
+      ...CONNECTION_OPTIONS,
       help: { type: "boolean", short: "h" },
     },
   });
@@ -34,6 +37,7 @@ export async function main(args: string[]): Promise<void> {
     host: values.host,
     port: Number(values.port),
     interceptors: INTERNAL_TOKEN ? [requireToken(INTERNAL_TOKEN)] : [],
+    limits: connectionFlags(values),
   });
   process.stderr.write(`thaw converter: serving on ${server.url} (store ${store.location})\n`);
   await untilSignal();

@@ -4,9 +4,27 @@ import { DEFAULT_HOST, INTERNAL_TOKEN, STATE_DIR } from "../shared/defaults.js";
 import { DEFAULT_MAX_INFLIGHT_PER_AGENT, DEFAULT_MAX_QUEUE, startOrchestrator } from "../orchestrator/orchestrator.js";
 import { DEFAULT_WEIGHTS } from "../orchestrator/scheduler/placement.js";
 import { DEFAULT_SCHEDULER_OPTIONS } from "../orchestrator/scheduler/scheduler.js";
+import type { ConnectionLimits } from "../shared/connection-limits.js";
 import { untilSignal } from "./until-signal.js";
 
 export const EDGE_PORT = 8000;
+export const DEFAULT_SHUTDOWN_GRACE_MS = 10_000;
+
+/** Flags bounding a listener's connections (src/shared/connection-limits.ts); every serving command takes them. */
+export const CONNECTION_OPTIONS = {
+  "header-timeout": { type: "string" },
+  "request-timeout": { type: "string" },
+  "idle-timeout": { type: "string" },
+  "max-connections": { type: "string" },
+} as const;
+
+export const CONNECTION_USAGE = `  --header-timeout MS         a new connection must send a request's headers within this (and each request its
+                              headers from their first byte), else 408 and closed (default 10000)
+  --request-timeout MS        a request's headers and body must all arrive within this, else 408 (default 60000;
+                              responses, such as long generations, stream for as long as they need)
+  --idle-timeout MS           a connection with no request in flight is closed after this (default 120000)
+  --max-connections N         connections open at once; one more is closed as it is accepted (default 4096, or
+                              3/4 of the open-file limit when that is lower)`;
 
 const USAGE = `usage: thaw orchestrator [options]
 
@@ -31,6 +49,9 @@ reflection) on one port. Agents register themselves by heartbeat (thaw agent --s
   --agent-wait MS             how long a request waits for an agent when none is live (default ${DEFAULT_SCHEDULER_OPTIONS.agentWaitMs})
   --progress-timeout MS       a LoadModel or DownloadChunks with no progress this long is aborted, its agent kept
                               suspect as long again and the request retried elsewhere (default ${DEFAULT_SCHEDULER_OPTIONS.progressTimeoutMs})
+  --shutdown-grace MS         on SIGTERM/SIGINT, how long running requests may finish; streams still open then end
+                              with an error event and [DONE] (default ${DEFAULT_SHUTDOWN_GRACE_MS})
+${CONNECTION_USAGE}
 Environment: THAW_INTERNAL_TOKEN (required on RPCs, sent to agents and the converter), THAW_API_KEYS.`;
 
 export const ORCHESTRATOR_OPTIONS = {
@@ -52,6 +73,8 @@ export const ORCHESTRATOR_OPTIONS = {
   "max-attempts": { type: "string" },
   "agent-wait": { type: "string" },
   "progress-timeout": { type: "string" },
+  "shutdown-grace": { type: "string" },
+  ...CONNECTION_OPTIONS,
   help: { type: "boolean", short: "h" },
 } as const;
 
@@ -63,6 +86,16 @@ export function numberFlag(value: unknown, flag: string, { min = 0, integer = fa
     throw new TypeError(`--${flag}: ${JSON.stringify(value)} is not ${integer ? "an integer" : "a number"} ≥ ${min}`);
   }
   return n;
+}
+
+/** The connection limits the flags of CONNECTION_OPTIONS give (absent flags: the defaults). */
+export function connectionFlags(values: Record<string, unknown>): Partial<ConnectionLimits> {
+  return {
+    headersTimeoutMs: numberFlag(values["header-timeout"], "header-timeout", { min: 1, integer: true }),
+    requestTimeoutMs: numberFlag(values["request-timeout"], "request-timeout", { min: 1, integer: true }),
+    idleTimeoutMs: numberFlag(values["idle-timeout"], "idle-timeout", { min: 1, integer: true }),
+    maxConnections: numberFlag(values["max-connections"], "max-connections", { min: 1, integer: true }),
+  };
 }
 
 /** "--model ID[=SOURCE]" → a ModelSpec init. */
@@ -100,6 +133,8 @@ export function orchestratorFlags(values: Record<string, unknown>) {
     maxAttempts: numberFlag(values["max-attempts"], "max-attempts", { min: 1, integer: true }),
     agentWaitMs: numberFlag(values["agent-wait"], "agent-wait", { integer: true }),
     progressTimeoutMs: numberFlag(values["progress-timeout"], "progress-timeout", { min: 1, integer: true }),
+    shutdownGraceMs: numberFlag(values["shutdown-grace"], "shutdown-grace", { integer: true }) ?? DEFAULT_SHUTDOWN_GRACE_MS,
+    connectionLimits: connectionFlags(values),
     token: INTERNAL_TOKEN,
   };
 }
@@ -107,8 +142,10 @@ export function orchestratorFlags(values: Record<string, unknown>) {
 export async function main(args: string[]): Promise<void> {
   const { values } = parseArgs({ args, options: { ...ORCHESTRATOR_OPTIONS, converter: { type: "string" } } });
   if (values.help) return void process.stdout.write(USAGE + "\n");
-  const orchestrator = await startOrchestrator({ ...orchestratorFlags(values), converter: values.converter });
+  const { shutdownGraceMs, ...options } = orchestratorFlags(values);
+  const orchestrator = await startOrchestrator({ ...options, converter: values.converter });
   process.stderr.write(`thaw orchestrator: serving on ${orchestrator.url} (OpenAI API under /v1, SchedulerService, reflection)\n`);
-  await untilSignal();
-  await orchestrator.close();
+  const signal = await untilSignal();
+  process.stderr.write(`thaw orchestrator: ${signal}: letting running requests finish (up to ${shutdownGraceMs} ms)\n`);
+  await orchestrator.close(shutdownGraceMs);
 }

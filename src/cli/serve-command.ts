@@ -17,7 +17,7 @@ import { startServer, type RunningServer } from "../shared/server.js";
 import { openStore } from "../store/open-store.js";
 import { makeTinyModel } from "../tiny-model/tiny-model.js";
 import { GPU_TIER_OPTIONS, gpuTierFlags, parseSize } from "./agent-command.js";
-import { EDGE_PORT, numberFlag, ORCHESTRATOR_OPTIONS, orchestratorFlags } from "./orchestrator-command.js";
+import { CONNECTION_USAGE, EDGE_PORT, numberFlag, ORCHESTRATOR_OPTIONS, orchestratorFlags } from "./orchestrator-command.js";
 import { untilSignal } from "./until-signal.js";
 
 const USAGE = `usage: thaw serve [options]
@@ -43,7 +43,8 @@ With no model registered and no --model, makes the tiny demo model and registers
   --agent-port PORT           port of the agent (default: a free one)
   Scheduler flags of 'thaw orchestrator' apply too: --alpha … --epsilon, --keep-alive, --max-queue,
   --max-inflight-per-agent, --max-attempts, --heartbeat-interval, --agent-expiry, --agent-wait,
-  --progress-timeout.`;
+  --progress-timeout, --shutdown-grace; and its connection bounds, on the edge's port:
+${CONNECTION_USAGE}`;
 
 export const TINY_MODEL_ID = "tiny";
 
@@ -77,7 +78,8 @@ export interface RunningSystem {
   readonly orchestrator: RunningOrchestrator;
   readonly agent: RunningAgent;
   readonly converter: RunningServer;
-  close(): Promise<void>;
+  /** Closes the orchestrator first (running requests get `graceMs` to finish, then end in-band), then the agent and the converter. */
+  close(graceMs?: number): Promise<void>;
 }
 
 /** Starts converter, orchestrator and agent in this process. */
@@ -146,8 +148,11 @@ export async function startSystem(options: ServeOptions): Promise<RunningSystem>
       orchestrator,
       agent,
       converter,
-      async close() {
-        for (const close of closers.reverse()) await close();
+      async close(graceMs = 0) {
+        // The edge first: its streams end cleanly while the agent still serves them.
+        await orchestrator.close(graceMs);
+        await agent.close();
+        await converter.close();
       },
     };
   } catch (err) {
@@ -198,6 +203,7 @@ export async function main(args: string[]): Promise<void> {
       maxAttempts: flags.maxAttempts,
       agentWaitMs: flags.agentWaitMs,
       progressTimeoutMs: flags.progressTimeoutMs,
+      connectionLimits: flags.connectionLimits,
     },
   });
   const model = system.orchestrator.scheduler.listModels()[0]?.spec?.id ?? TINY_MODEL_ID;
@@ -206,9 +212,9 @@ export async function main(args: string[]): Promise<void> {
     `thaw serve: OpenAI API on ${system.url}/v1 (models: ${system.orchestrator.scheduler.listModels().map((m) => m.spec?.id).join(", ")})\n` +
       `  try: curl ${system.url}/v1/chat/completions${auth} -d '{"model":"${model}","messages":[{"role":"user","content":"hi"}]}'\n`,
   );
-  await untilSignal();
-  process.stderr.write("thaw serve: shutting down\n");
-  await system.close();
+  const signal = await untilSignal();
+  process.stderr.write(`thaw serve: ${signal}: shutting down (running requests may finish for up to ${flags.shutdownGraceMs} ms)\n`);
+  await system.close(flags.shutdownGraceMs);
 }
 
 function isFolder(source: string | undefined): boolean {

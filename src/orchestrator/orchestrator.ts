@@ -6,6 +6,7 @@ import { Registry } from "prom-client";
 import { ModelSpecSchema } from "../gen/thaw/scheduler/v1/scheduler_pb.js";
 import { requireToken } from "../shared/auth.js";
 import { STATE_DIR } from "../shared/defaults.js";
+import type { ConnectionLimits } from "../shared/connection-limits.js";
 import { startServer, type RunningServer } from "../shared/server.js";
 import { Edge } from "./edge/edge.js";
 import { metricsInterceptor, requestIdInterceptor } from "./interceptors.js";
@@ -52,6 +53,8 @@ export interface OrchestratorOptions {
   models?: MessageInitShape<typeof ModelSpecSchema>[];
   registry?: Registry;
   connector?: AgentConnector;
+  /** Timeouts and the connection cap of the port (connection-limits.ts; fields left out: the defaults). */
+  connectionLimits?: Partial<ConnectionLimits>;
   /** Clock in ms for agent expiry and the scheduler's timing (default Date.now; tests pass a fake one). */
   now?: () => number;
   log?: (line: string) => void;
@@ -63,7 +66,12 @@ export interface RunningOrchestrator {
   readonly scheduler: Scheduler;
   readonly metrics: OrchestratorMetrics;
   readonly registry: Registry;
-  close(): Promise<void>;
+  /**
+   * Stops taking connections, lets running requests finish for up to `graceMs` (default 0), then
+   * ends what still runs: event streams with an error event and [DONE], RPC streams with
+   * UNAVAILABLE. Never a bare end of stream.
+   */
+  close(graceMs?: number): Promise<void>;
 }
 
 export const DEFAULT_MAX_INFLIGHT_PER_AGENT = 1024;
@@ -114,6 +122,7 @@ export async function startOrchestrator(options: OrchestratorOptions = {}): Prom
     port: options.port ?? 8000,
     interceptors: [requestIdInterceptor(), metricsInterceptor(metrics), ...(options.token ? [requireToken(options.token)] : [])],
     fallback: edge.handle,
+    limits: options.connectionLimits,
   });
   scheduler.start();
   return {
@@ -122,9 +131,13 @@ export async function startOrchestrator(options: OrchestratorOptions = {}): Prom
     scheduler,
     metrics,
     registry,
-    async close() {
-      scheduler.stop();
+    async close(graceMs = 0) {
+      await server.drain(graceMs);
+      // Generations still running end in-band; close() waits (briefly) for their last events to leave.
+      const answered = edge.shutdown();
       await server.close();
+      await answered;
+      scheduler.stop();
     },
   };
 }

@@ -1,8 +1,10 @@
 // The edge's HTTP router: OpenAI's REST endpoints plus health, readiness and metrics, mounted as
 // the fallback of the one-port server (RPCs never reach it). HTTP glue only: protocols and
 // serving live beside it, per endpoint. Every response carries x-request-id; a client that goes
-// away cancels its generation.
+// away cancels its generation; shutdown() ends the generations still running, streams with an
+// in-band error event and [DONE] (never a bare end of stream), others with a 503.
 import { createHash, randomUUID, timingSafeEqual } from "node:crypto";
+import { Code, ConnectError } from "@connectrpc/connect";
 import type { Registry } from "prom-client";
 import type { OrchestratorMetrics } from "../metrics.js";
 import type { EdgeBackend } from "./backend.js";
@@ -26,9 +28,16 @@ export interface EdgeOptions {
 
 const REQUEST_ID = /^[\w.:@/+=-]{1,200}$/;
 
+/** Why generations still running at shutdown end: a 503 the client may retry elsewhere or later. */
+const SHUTTING_DOWN = new ConnectError("the server is shutting down; retry the request", Code.Unavailable);
+
 export class Edge {
   private readonly keyDigests: Buffer[];
   private readonly log: (line: string) => void;
+  /** Aborted by shutdown(): every generation listens to it. */
+  private readonly stopping = new AbortController();
+  /** Requests being answered. */
+  private readonly running = new Set<Promise<void>>();
 
   constructor(private readonly options: EdgeOptions) {
     this.keyDigests = (options.apiKeys ?? []).filter((k) => k !== "").map(digest);
@@ -45,8 +54,20 @@ export class Edge {
     const path = q === -1 ? url : url.slice(0, q);
     const endpoint = endpointOf(path);
     res.once("finish", () => this.options.metrics.httpRequests.inc({ endpoint, status: String(res.statusCode) }));
-    this.route(req, res, path, requestId).catch((err) => this.fail(res, err, path));
+    const answering = this.route(req, res, path, requestId).catch((err) => this.fail(res, err, path));
+    this.running.add(answering);
+    void answering.finally(() => this.running.delete(answering));
   };
+
+  /**
+   * Ends every generation still running, and any that starts from now on: an event stream with a
+   * `data: {"error": …}` event (503 service_unavailable) and `data: [DONE]`, any other response
+   * with a 503. Resolves once every request being answered has ended.
+   */
+  async shutdown(): Promise<void> {
+    this.stopping.abort(SHUTTING_DOWN);
+    await Promise.allSettled([...this.running]);
+  }
 
   private async route(req: EdgeRequest, res: EdgeResponse, path: string, requestId: string): Promise<void> {
     const method = req.method ?? "GET";
@@ -78,13 +99,13 @@ export class Edge {
     }
     if (path === "/v1/chat/completions") {
       this.only(method, ["POST"], () => undefined);
-      const signal = clientGone(req, res);
+      const signal = AbortSignal.any([clientGone(req, res), this.stopping.signal]);
       const chat = parseChatRequest(await readJson(req), requestId);
       return serveChat(this.options.backend, chat, res, headers, signal);
     }
     if (path === "/v1/completions") {
       this.only(method, ["POST"], () => undefined);
-      const signal = clientGone(req, res);
+      const signal = AbortSignal.any([clientGone(req, res), this.stopping.signal]);
       const completion = parseCompletionRequest(await readJson(req), requestId);
       return serveCompletion(this.options.backend, completion, res, headers, signal);
     }

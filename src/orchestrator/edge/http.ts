@@ -135,3 +135,11 @@ export function clientGone(req: EdgeRequest, res: EdgeResponse): AbortSignal {
   req.once("aborted", onClose);
   return controller.signal;
 }
+
+/**
+ * What a response cut short reports: the reason its signal was aborted for (the server shutting
+ * down) rather than the cancellation that abort caused downstream; otherwise the error itself.
+ */
+export function ended(signal: AbortSignal, err: unknown): unknown {
+  return signal.aborted ? signal.reason : err;
+}

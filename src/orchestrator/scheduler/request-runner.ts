@@ -115,7 +115,9 @@ export class RequestRunner {
       }
     };
     const failure = (err: unknown): ConnectError => {
-      if (signal.aborted) return new ConnectError("request cancelled by the client", Code.Canceled);
+      // Ended by its caller: with the caller's own reason when it gave one (the server shutting
+      // down: UNAVAILABLE; a deadline: DEADLINE_EXCEEDED), else as the client's cancellation.
+      if (signal.aborted) return signal.reason instanceof ConnectError ? signal.reason : new ConnectError("request cancelled by the client", Code.Canceled);
       const e = ConnectError.from(err);
       metrics.requestErrors.inc({ model: label, code: Code[e.code] ?? String(e.code) });
       return e;

@@ -4,7 +4,7 @@
 import type { EdgeBackend, ChoiceOutput } from "../backend.js";
 import { completionId, finishReasonName, unixSeconds, UsageTally } from "../choices.js";
 import { toOpenAIError } from "../errors.js";
-import { sendJson, SseWriter, type EdgeResponse } from "../http.js";
+import { ended, sendJson, SseWriter, type EdgeResponse } from "../http.js";
 import { chatLogprobs, type ChatTokenLogprob } from "../logprobs.js";
 import type { ChatRequest } from "./protocol.js";
 
@@ -14,8 +14,10 @@ export async function serveChat(backend: EdgeBackend, chat: ChatRequest, res: Ed
   signal.addEventListener("abort", onAbort, { once: true });
   try {
     const stream = backend.chat(chat.request, controller.signal);
-    if (chat.stream) await streamChat(stream, chat, res, headers);
+    if (chat.stream) await streamChat(stream, chat, res, headers, signal);
     else await completeChat(stream, chat, res, headers);
+  } catch (err) {
+    throw ended(signal, err);
   } finally {
     signal.removeEventListener("abort", onAbort);
     // A response cut short (an error, the client gone) stops its generation; a finished one has nothing to stop.
@@ -55,7 +57,7 @@ async function completeChat(stream: AsyncIterable<ChoiceOutput>, chat: ChatReque
   );
 }
 
-async function streamChat(stream: AsyncIterable<ChoiceOutput>, chat: ChatRequest, res: EdgeResponse, headers: Record<string, string>): Promise<void> {
+async function streamChat(stream: AsyncIterable<ChoiceOutput>, chat: ChatRequest, res: EdgeResponse, headers: Record<string, string>, signal: AbortSignal): Promise<void> {
   const iterator = stream[Symbol.asyncIterator]();
   // The first output decides the status: errors before it (404, 429, 503, …) are plain HTTP errors.
   let next = await iterator.next();
@@ -94,7 +96,7 @@ async function streamChat(stream: AsyncIterable<ChoiceOutput>, chat: ChatRequest
     if (withUsage) sse.send({ id, object: "chat.completion.chunk", created, model, choices: [], usage: usage.toJSON() });
   } catch (err) {
     if (res.destroyed) return;
-    sse.send(toOpenAIError(err).body());
+    sse.send(toOpenAIError(ended(signal, err)).body());
   }
   if (!res.destroyed) sse.done();
 }

@@ -4,7 +4,7 @@
 import type { ChoiceOutput, EdgeBackend } from "../backend.js";
 import { completionId, finishReasonName, mergeChoices, unixSeconds, UsageTally } from "../choices.js";
 import { toOpenAIError } from "../errors.js";
-import { sendJson, SseWriter, type EdgeResponse } from "../http.js";
+import { ended, sendJson, SseWriter, type EdgeResponse } from "../http.js";
 import { appendCompletionLogprobs, completionLogprobs, type CompletionLogprobs } from "../logprobs.js";
 import type { CompletionsRequest } from "./protocol.js";
 
@@ -21,8 +21,10 @@ export async function serveCompletion(
   try {
     const parts = completion.requests.map((request, i) => ({ stream: backend.complete(request, controller.signal), offset: i * completion.n }));
     const stream = mergeChoices(parts, controller);
-    if (completion.stream) await streamCompletion(stream, completion, res, headers);
+    if (completion.stream) await streamCompletion(stream, completion, res, headers, signal);
     else await completeAll(stream, completion, res, headers);
+  } catch (err) {
+    throw ended(signal, err);
   } finally {
     signal.removeEventListener("abort", onAbort);
     // A response cut short (an error, the client gone) stops its generation; a finished one has nothing to stop.
@@ -69,7 +71,13 @@ async function completeAll(stream: AsyncIterable<ChoiceOutput>, completion: Comp
   );
 }
 
-async function streamCompletion(stream: AsyncIterable<ChoiceOutput>, completion: CompletionsRequest, res: EdgeResponse, headers: Record<string, string>): Promise<void> {
+async function streamCompletion(
+  stream: AsyncIterable<ChoiceOutput>,
+  completion: CompletionsRequest,
+  res: EdgeResponse,
+  headers: Record<string, string>,
+  signal: AbortSignal,
+): Promise<void> {
   const iterator = stream[Symbol.asyncIterator]();
   let next = await iterator.next();
   const sse = new SseWriter(res);
@@ -100,7 +108,7 @@ async function streamCompletion(stream: AsyncIterable<ChoiceOutput>, completion:
     if (withUsage) sse.send({ id, object: "text_completion", created, model, choices: [], usage: usage.toJSON() });
   } catch (err) {
     if (res.destroyed) return;
-    sse.send(toOpenAIError(err, "prompt").body());
+    sse.send(toOpenAIError(ended(signal, err), "prompt").body());
   }
   if (!res.destroyed) sse.done();
 }
