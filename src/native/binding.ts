@@ -20,10 +20,14 @@ export interface NativePoolInfo {
 /** Allocator figures of a pool. */
 export interface NativePoolStats {
   bytes: number;
+  /** Bytes of allocated regions, and of released ones a load still holds. */
   used: number;
   free: number;
   largestFree: number;
+  /** Allocated regions (not released). */
   regions: number;
+  /** Regions released while a load still read into them: they return to the free extents when it ends. */
+  releasing: number;
   freeExtents: number;
 }
 

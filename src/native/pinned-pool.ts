@@ -202,7 +202,11 @@ export class PoolRegion {
     return { path: this.pool.path, offset: this.offset + offset, length };
   }
 
-  /** Returns the region to the pool; its views become empty. Safe to call twice. */
+  /**
+   * Returns the region to the pool; its views become empty at once. Safe to call twice. While a
+   * load still reads into the region (or copies out of it), the pool takes it back only when that
+   * load ends: native threads never write into memory that has been handed out again.
+   */
   release(): void {
     if (this.released_) return;
     this.released_ = true;

@@ -17,7 +17,7 @@ test("a pool is a pre-faulted memfd with a /proc path, pinned as well as this ma
   t.not(pool.pinning, "cuda", "no GPU here");
   t.regex(pool.pinningDetail, /CUDA is not available|not requested/);
   t.true(pool.prefaultSeconds >= 0);
-  t.deepEqual(pool.stats(), { bytes: pool.bytes, used: 0, free: pool.bytes, largestFree: pool.bytes, regions: 0, freeExtents: 1 });
+  t.deepEqual(pool.stats(), { bytes: pool.bytes, used: 0, free: pool.bytes, largestFree: pool.bytes, regions: 0, releasing: 0, freeExtents: 1 });
 });
 
 test("pin: none is honoured; pin: cuda fails clearly without a GPU", async (t) => {
@@ -74,7 +74,7 @@ test("1,000 random allocate/release cycles end with the pool whole", async (t) =
   }
   t.true(pool.stats().regions > 0);
   for (const r of live) r.release();
-  t.deepEqual(pool.stats(), { bytes: 64 * MiB, used: 0, free: 64 * MiB, largestFree: 64 * MiB, regions: 0, freeExtents: 1 });
+  t.deepEqual(pool.stats(), { bytes: 64 * MiB, used: 0, free: 64 * MiB, largestFree: 64 * MiB, regions: 0, releasing: 0, freeExtents: 1 });
 });
 
 test("regions reach JS as external ArrayBuffers over the pool's pages (no copy), emptied on release", async (t) => {

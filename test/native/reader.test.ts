@@ -35,7 +35,7 @@ async function rejection(p: Promise<unknown>): Promise<unknown> {
 
 function whole(t: { deepEqual: (a: unknown, b: unknown, m?: string) => void }): void {
   const s = pool.stats();
-  t.deepEqual([s.used, s.regions, s.freeExtents], [0, 0, 1], "the pool is whole");
+  t.deepEqual([s.used, s.regions, s.releasing, s.freeExtents], [0, 0, 0, 1], "the pool is whole");
 }
 
 let seed = 7;
@@ -209,5 +209,38 @@ test.serial("bad arguments are TypeError / RangeError before any native call", a
   const { index } = await writeCheckpoint(disk.dir, [4096]);
   index.chunks[0].fileName = "../etc/passwd";
   await t.throwsAsync(loadCheckpoint({ pool, index, folder: disk.dir }), { instanceOf: RangeError });
+  whole(t);
+});
+
+test.serial("a region released while a load reads into it is not handed out again until the load ends", async (t) => {
+  const { dir, cleanup } = tempDir();
+  t.teardown(cleanup);
+  randomFile(dir, "big.bin", 32 * MiB);
+  const region = pool.allocate(32 * MiB);
+  let replacement: ReturnType<PinnedPool["allocate"]> | undefined;
+  let during: ReturnType<PinnedPool["stats"]> | undefined;
+  // One thread, 4096-byte pieces: the read is still running when the first progress report comes.
+  const read = readFiles(pool, [{ path: path.join(dir, "big.bin") }], {
+    region,
+    threads: 1,
+    pieceBytes: 4096,
+    io: "buffered",
+    progressIntervalMs: 1,
+    onProgress: (p) => {
+      if (replacement !== undefined || p.readBytes === 0 || p.readBytes === p.totalBytes) return;
+      region.release(); // a careless caller: the load is in flight
+      replacement = pool.allocate(32 * MiB);
+      replacement.bytes().fill(0xab);
+      during = pool.stats();
+    },
+  });
+  await read;
+  t.truthy(replacement, "the release happened while the read was running");
+  t.not(replacement!.offset, region.offset, "the busy region was not handed out again");
+  t.deepEqual([during!.regions, during!.releasing, during!.used], [1, 1, 64 * MiB]);
+  t.true(replacement!.bytes().every((b) => b === 0xab), "nothing the load read landed in the new region");
+  const after = pool.stats();
+  t.deepEqual([after.regions, after.releasing, after.used], [1, 0, 32 * MiB], "the released region came back when the load ended");
+  replacement!.release();
   whole(t);
 });

@@ -63,9 +63,26 @@ Pipeline::Pipeline(std::shared_ptr<Pool> pool, std::shared_ptr<DeviceBuffer> dev
     total_bytes_ += c->plan.length;
     chunks_.push_back(std::move(c));
   }
+  // Taken here, on the caller's thread, so the regions are held from the moment the load exists.
+  for (size_t i = 0; pool_ != nullptr && i < chunks_.size(); i++) {
+    const ChunkPlan& p = chunks_[i]->plan;
+    uint64_t region = 0;
+    if (!pool_->Acquire(p.pool_offset, p.length, &region)) {
+      lease_error_ = Status::Make(Status::Kind::kInvalid,
+                                  "chunk " + std::to_string(i) + " (pool offset " +
+                                      std::to_string(p.pool_offset) + ", " + std::to_string(p.length) +
+                                      " bytes) lies outside the pool's allocated regions");
+      lease_error_.chunk = static_cast<int64_t>(i);
+      break;
+    }
+    leases_.push_back(region);
+  }
 }
 
-Pipeline::~Pipeline() { CloseFiles(); }
+Pipeline::~Pipeline() {
+  CloseFiles();
+  ReleaseResources();  // a load that never ran still lets go of its regions
+}
 
 PipelineProgress Pipeline::Progress() {
   PipelineProgress p;
@@ -96,17 +113,10 @@ void Pipeline::Fail(Status s) {
 
 Status Pipeline::Validate() {
   if (pool_ == nullptr) return Status::Make(Status::Kind::kInvalid, "the pool is gone");
+  if (!lease_error_.ok()) return lease_error_;
   for (size_t i = 0; i < chunks_.size(); i++) {
     Chunk& c = *chunks_[i];
     const ChunkPlan& p = c.plan;
-    if (!pool_->Covers(p.pool_offset, p.length)) {
-      Status s = Status::Make(Status::Kind::kInvalid,
-                              "chunk " + std::to_string(i) + " (pool offset " +
-                                  std::to_string(p.pool_offset) + ", " + std::to_string(p.length) +
-                                  " bytes) lies outside the pool's allocated regions");
-      s.chunk = static_cast<int64_t>(i);
-      return s;
-    }
     c.tail_room = pool_->Covers(p.pool_offset, RoundUp(p.length, kBlock));
     if (device_ != nullptr &&
         (p.device_offset > device_->size() || p.length > device_->size() - p.device_offset)) {
@@ -299,6 +309,9 @@ void Pipeline::ReleaseResources() {
     copier_.reset();
     copier_raw_ = nullptr;
   }
+  // Every thread has stopped and every copy finished: the regions may be released now.
+  for (uint64_t region : leases_) pool_->Unacquire(region);
+  leases_.clear();
   pool_.reset();
   device_.reset();
 }

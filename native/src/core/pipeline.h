@@ -72,7 +72,9 @@ struct PipelineProgress {
 
 class Pipeline {
  public:
-  // `device` may be null (no GPU copy). The pipeline keeps pool and device alive while it runs.
+  // `device` may be null (no GPU copy). The pipeline keeps pool and device alive while it runs,
+  // and from construction until Run returns holds every pool region its chunks touch busy, so
+  // none can be released and handed out again while its threads read into it or copy from it.
   Pipeline(std::shared_ptr<Pool> pool, std::shared_ptr<DeviceBuffer> device,
            std::vector<ChunkPlan> chunks, PipelineOptions options);
   ~Pipeline();
@@ -113,6 +115,8 @@ class Pipeline {
   bool Stopped() const { return cancelled_.load(std::memory_order_relaxed); }
 
   std::shared_ptr<Pool> pool_;
+  std::vector<uint64_t> leases_;  // pool regions held busy (one per chunk), returned by ReleaseResources
+  Status lease_error_;            // a chunk outside the pool's allocated regions
   std::shared_ptr<DeviceBuffer> device_;
   std::vector<std::unique_ptr<Chunk>> chunks_;
   std::vector<Piece> pieces_;

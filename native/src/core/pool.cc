@@ -192,7 +192,7 @@ bool Pool::Allocate(uint64_t bytes, uint64_t* offset, uint64_t* length) {
     const uint64_t rest = it->second - want;
     free_.erase(it);
     if (rest > 0) free_[at + want] = rest;
-    used_[at] = want;
+    used_[at] = Region{want};
     *offset = at;
     *length = want;
     return true;
@@ -200,13 +200,49 @@ bool Pool::Allocate(uint64_t bytes, uint64_t* offset, uint64_t* length) {
   return false;
 }
 
-bool Pool::Release(uint64_t offset, uint64_t* length) {
+ReleaseResult Pool::Release(uint64_t offset, uint64_t* length) {
   std::lock_guard<std::mutex> lock(mu_);
   auto it = used_.find(offset);
-  if (it == used_.end()) return false;
+  if (it == used_.end() || it->second.releasing) return ReleaseResult::kUnknown;
+  *length = it->second.length;
+  if (it->second.busy > 0) {
+    it->second.releasing = true;
+    return ReleaseResult::kDeferred;
+  }
+  FreeLocked(it);
+  return ReleaseResult::kReleased;
+}
+
+bool Pool::Acquire(uint64_t offset, uint64_t length, uint64_t* region) {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::map<uint64_t, Region>::iterator it;
+  if (!FindLocked(offset, &it) || length > it->second.length - (offset - it->first)) return false;
+  it->second.busy++;
+  *region = it->first;
+  return true;
+}
+
+void Pool::Unacquire(uint64_t region) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = used_.find(region);
+  if (it == used_.end() || it->second.busy == 0) return;
+  if (--it->second.busy == 0 && it->second.releasing) FreeLocked(it);
+}
+
+// The allocated (not releasing) region holding `offset`.
+bool Pool::FindLocked(uint64_t offset, std::map<uint64_t, Region>::iterator* found) {
+  auto it = used_.upper_bound(offset);
+  if (it == used_.begin()) return false;
+  --it;
+  if (offset - it->first >= it->second.length || it->second.releasing) return false;
+  *found = it;
+  return true;
+}
+
+// Moves a region to the free extents, joined with its free neighbours.
+void Pool::FreeLocked(std::map<uint64_t, Region>::iterator it) {
   uint64_t at = it->first;
-  uint64_t len = it->second;
-  *length = len;
+  uint64_t len = it->second.length;
   used_.erase(it);
   auto next = free_.lower_bound(at);
   if (next != free_.end() && next->first == at + len) {  // join the extent after
@@ -217,11 +253,10 @@ bool Pool::Release(uint64_t offset, uint64_t* length) {
     auto prev = std::prev(next);
     if (prev->first + prev->second == at) {
       prev->second += len;
-      return true;
+      return;
     }
   }
   free_[at] = len;
-  return true;
 }
 
 bool Pool::Covers(uint64_t offset, uint64_t length) {
@@ -232,12 +267,10 @@ bool Pool::Covers(uint64_t offset, uint64_t length) {
 
 bool Pool::RegionOf(uint64_t offset, uint64_t* start, uint64_t* length) {
   std::lock_guard<std::mutex> lock(mu_);
-  auto it = used_.upper_bound(offset);
-  if (it == used_.begin()) return false;
-  --it;
-  if (offset - it->first >= it->second) return false;
+  std::map<uint64_t, Region>::iterator it;
+  if (!FindLocked(offset, &it)) return false;
   *start = it->first;
-  *length = it->second;
+  *length = it->second.length;
   return true;
 }
 
@@ -245,12 +278,15 @@ PoolStats Pool::Stats() {
   std::lock_guard<std::mutex> lock(mu_);
   PoolStats s;
   s.bytes = size_;
-  for (const auto& [at, len] : used_) s.used += len;
+  for (const auto& [at, region] : used_) {
+    s.used += region.length;
+    if (region.releasing) s.releasing++;
+    else s.regions++;
+  }
   for (const auto& [at, len] : free_) {
     s.free += len;
     s.largest_free = std::max(s.largest_free, len);
   }
-  s.regions = used_.size();
   s.free_extents = free_.size();
   return s;
 }

@@ -112,7 +112,8 @@ Napi::Value PoolWrap::Release(const Napi::CallbackInfo& info) {
   Pool& pool = Live(info.Env());
   uint64_t offset = ToUint(info[0], "offset");
   uint64_t length = 0;
-  if (!pool.Release(offset, &length)) {
+  // A region a load still reads into is returned once the load ends (kDeferred): never sooner.
+  if (pool.Release(offset, &length) == ReleaseResult::kUnknown) {
     throw Napi::RangeError::New(info.Env(),
                                 "no region starts at pool offset " + std::to_string(offset));
   }
@@ -144,6 +145,7 @@ Napi::Value PoolWrap::Stats(const Napi::CallbackInfo& info) {
   out.Set("free", static_cast<double>(s.free));
   out.Set("largestFree", static_cast<double>(s.largest_free));
   out.Set("regions", static_cast<double>(s.regions));
+  out.Set("releasing", static_cast<double>(s.releasing));
   out.Set("freeExtents", static_cast<double>(s.free_extents));
   return out;
 }
