@@ -236,6 +236,11 @@ def test_idle_capture_neither_collects_nor_waits_for_the_device(tiny_checkpoints
         eng.run_idle_unit()
         n += 1
     assert n == 4 and len(eng.runner.graphs) == 4 and not calls
+    pending = eng.runner.graphs_pending
+    eng.run_idle_unit(lambda: True)  # work arrived during the eager warm-up: the capture stops there
+    assert eng.runner.graphs_pending == pending and len(eng.runner.graphs) == 4
+    eng.run_idle_unit(lambda: False)
+    assert eng.runner.graphs_pending == pending - 1 and len(eng.runner.graphs) == 5
 
 
 def test_served_by_the_loop_thread_on_cuda(tiny_checkpoints, tiny_worker, load_model):

@@ -47,7 +47,7 @@ def _fake_graphs(runner, grid):
     runner._flat = torch.zeros(runner._schedule.max_flat, dtype=torch.int64)
     captures: list[tuple[tuple[int, int], bool]] = []
 
-    def capture(key, items, upload):
+    def capture(key, items, upload, interrupted=None):
         b, nb = key
         captures.append((key, items is not None))
         packed = runner._pack(items or [], b, nb)
@@ -104,11 +104,11 @@ def test_idle_capture_runs_in_the_loop_thread_only_when_idle(tiny_checkpoints, t
         finally:
             in_step.clear()
 
-    def traced_capture() -> bool:
+    def traced_capture(interrupted=None) -> bool:
         if in_step.is_set() or eng.running or eng.waiting:
             overlaps.append("busy")
         threads.add(threading.current_thread().name)
-        return capture_next()
+        return capture_next(interrupted)
 
     eng.step = traced_step  # type: ignore[method-assign]
     run.capture_next = traced_capture  # type: ignore[method-assign]
@@ -147,7 +147,7 @@ class _GatedIdleWork:
     def pending(self) -> bool:
         return self.left > 0
 
-    def unit(self) -> None:
+    def unit(self, interrupted=None) -> None:
         self.log.append("unit")
         self.started.release()
         assert self.go.acquire(timeout=30)
@@ -196,7 +196,7 @@ def test_idle_work_waits_after_a_model_is_loaded(tiny_checkpoints, tiny_worker, 
 
     calls: list[float] = []
     monkeypatch.setattr(Engine, "has_idle_work", lambda self: len(calls) < 1)
-    monkeypatch.setattr(Engine, "run_idle_unit", lambda self: calls.append(time.monotonic()))
+    monkeypatch.setattr(Engine, "run_idle_unit", lambda self, interrupted=None: calls.append(time.monotonic()))
     worker = tiny_worker()
     worker.loop.idle_delay_s = 0.3
     worker.start()
@@ -224,7 +224,7 @@ def test_idle_work_waits_for_the_models_to_have_been_idle(tiny_checkpoints, tiny
     eng = worker.load(load_request(tiny_checkpoints["llama"])).engine
     calls: list[float] = []
     eng.has_idle_work = lambda: len(calls) < 3  # type: ignore[method-assign]
-    eng.run_idle_unit = lambda: calls.append(time.monotonic())  # type: ignore[method-assign]
+    eng.run_idle_unit = lambda interrupted=None: calls.append(time.monotonic())  # type: ignore[method-assign]
     worker.loop.idle_delay_s = 0.3
     t0 = time.monotonic()
     worker.start()

@@ -227,9 +227,10 @@ class Engine:
         """Decode graphs left to capture."""
         return self.runner.graphs_pending > 0
 
-    def run_idle_unit(self) -> None:
-        """Captures one decode graph (the loop calls this only while no model has work)."""
-        self.runner.capture_next()
+    def run_idle_unit(self, interrupted: Optional[Callable[[], bool]] = None) -> None:
+        """Captures one decode graph (the loop calls this only while no model has work; the capture
+        stops at its next part once ``interrupted()`` says work has arrived)."""
+        self.runner.capture_next(interrupted)
 
     # ---- one step -----------------------------------------------------------------------------
 

@@ -206,6 +206,10 @@ class StepLoop:
                 self._idle_unit()
             del tasks, task  # what a task held (a model being removed) must not outlive it
 
+    def _work_arrived(self) -> bool:
+        with self.cv:
+            return bool(self._tasks) or self.has_work()
+
     def _idle_unit(self) -> None:
         """One unit of idle work, if still nothing has arrived."""
         with self.cv:
@@ -215,7 +219,7 @@ class StepLoop:
         if engine is None:
             return
         try:
-            engine.run_idle_unit()
+            engine.run_idle_unit(self._work_arrived)
         except Exception:
             log.exception("idle work of model %r failed; no more is done for it", engine.name)
             self._no_idle_work.add(id(engine))

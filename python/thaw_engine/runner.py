@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import torch
 
@@ -238,15 +238,18 @@ class ModelRunner:
             self._stream = torch.cuda.Stream(self.device)
         return len(self._schedule.grid)
 
-    def capture_next(self) -> bool:
+    def capture_next(self, interrupted: Optional[Callable[[], bool]] = None) -> bool:
         """Captures the next planned graph (smallest first); True while more remain. The step loop
-        calls this in its thread when no model has work, so a capture never overlaps a step."""
+        calls this in its thread when no model has work, so a capture never overlaps a step; it
+        passes ``interrupted`` (work has arrived), asked between the parts of a capture (eager
+        warm-up, recording, upload): the capture then stops there (the shape stays pending, or its
+        graph is kept without its upload) so that the work waits for one part, not the whole."""
         s = self._schedule
         if s is None:
             return False
         pending = s.pending()
         if pending:
-            self._capture(pending[0], None, upload=True)
+            self._capture(pending[0], None, upload=True, interrupted=interrupted)
         return bool(s.pending())
 
     def capture_graphs(self, max_batch: int, max_tokens_per_graph: int = 1 << 17, max_context: int = 8192, count: int = -1) -> None:
@@ -264,7 +267,9 @@ class ModelRunner:
         log.info("captured %d decode graphs at load in %.3f s (%d left for idle time or first use)", len(self.graphs), time.perf_counter() - t0, self.graphs_pending)
 
     @torch.no_grad()
-    def _capture(self, key: tuple[int, int], items: Optional[Sequence[DecodeItem]], upload: bool) -> Optional[torch.Tensor]:
+    def _capture(
+        self, key: tuple[int, int], items: Optional[Sequence[DecodeItem]], upload: bool, interrupted: Optional[Callable[[], bool]] = None
+    ) -> Optional[torch.Tensor]:
         """Runs the (batch, blocks) shape eagerly on the capture stream (for items, or padding only),
         then captures its graph. Returns the eager logits [len(items), V] (None without items).
         A capture that fails is logged and never tried again; the shape then runs eagerly.
@@ -288,6 +293,8 @@ class ModelRunner:
             out_eager = eager[: len(items)].clone() if items else None
         del eager
         stream.synchronize()
+        if interrupted is not None and interrupted():
+            return out_eager  # not captured: still pending
         t1 = time.perf_counter()
         graph = torch.cuda.CUDAGraph()
         try:
@@ -301,7 +308,7 @@ class ModelRunner:
                 finally:
                     graph.capture_end()
             g = _Graph(b, nb, graph, flat, out)
-            if upload:  # the first launch uploads the graph: do it now, not in a request's step
+            if upload and not (interrupted is not None and interrupted()):  # the first launch uploads the graph: now, not in a request's step
                 pad = self._pack([], b, nb)
                 with torch.cuda.stream(stream):
                     flat[: pad.numel()].copy_(pad.to(self.device, non_blocking=True))
