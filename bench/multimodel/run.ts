@@ -43,7 +43,7 @@ const { values } = parseArgs({
     vocab: { type: "string", default: "128256" },
     "gpu-bytes": { type: "string" },
     "kv-pool-bytes": { type: "string" },
-    "kv-floor-bytes": { type: "string" },
+    "kv-floor-bytes": { type: "string", default: "1G" },
     "dram-bytes": { type: "string", default: "40G" },
     "disk-bytes": { type: "string", default: "200G" },
     trace: { type: "string", default: "conv" },
@@ -229,7 +229,7 @@ async function measure(config: string, phase: string, system: RunningSystem, run
   const errors = samples.length - ok.length;
   console.log(
     `${config.padEnd(4)} ${phase.padEnd(22)} TTFT p50/p99 ${spread(ok.map((s) => s.ttft))} s; ${(tokens / row.wallSeconds).toFixed(0)} tok/s; ` +
-      `swaps ${row.swaps}; GPU ${row.gpuMemoryGB.toFixed(1)} GB${errors > 0 ? `; ${errors} errors: ${samples.find((s) => s.error)?.error}` : ""}`,
+      `swaps ${row.swaps}; GPU ${Number.isNaN(row.gpuMemoryGB) ? "—" : `${row.gpuMemoryGB.toFixed(1)} GB`}${errors > 0 ? `; ${errors} errors: ${samples.find((s) => s.error)?.error}` : ""}`,
   );
   return row;
 }
@@ -238,8 +238,9 @@ async function runConfig(config: string, sources: Map<string, string>, modelByte
   const vocab = Number(values.vocab);
   const dramBytes = parseSize(values["dram-bytes"]!, "--dram-bytes");
   const given = values["gpu-bytes"] === undefined ? undefined : parseSize(values["gpu-bytes"], "--gpu-bytes");
+  const floorBytes = parseSize(values["kv-floor-bytes"]!, "--kv-floor-bytes");
   // "one": room for a single model (two would need twice the weights plus two KV floors).
-  const gpuBytes = config === "one" ? Math.floor(modelBytes * 1.9) : given;
+  const gpuBytes = config === "one" ? Math.floor((modelBytes + floorBytes) * 1.9) : given;
   const t = process.hrtime.bigint();
   const system = await startSystem({
     stateDir: path.join(out, "state"),
@@ -252,7 +253,7 @@ async function runConfig(config: string, sources: Map<string, string>, modelByte
     diskBytes: parseSize(values["disk-bytes"]!, "--disk-bytes"),
     gpuBytes,
     kvPoolBytes: values["kv-pool-bytes"] === undefined ? undefined : parseSize(values["kv-pool-bytes"], "--kv-pool-bytes"),
-    kvFloorBytes: values["kv-floor-bytes"] === undefined ? undefined : parseSize(values["kv-floor-bytes"], "--kv-floor-bytes"),
+    kvFloorBytes: floorBytes,
     orchestrator: { keepAliveSeconds: 3600, maxQueue: 10_000, maxInflightPerAgent: 512 },
     log: (line) => {
       if (!line.includes(" INFO ")) process.stderr.write(`[serve ${config}] ${line}\n`);
@@ -273,7 +274,8 @@ async function runConfig(config: string, sources: Map<string, string>, modelByte
     const fit = residentModels(system).length;
     console.log(`${config}: ${fit} of ${N} models resident after the warm-up: ${residentModels(system).join(" ")}`);
 
-    const resident = residentModels(system)[0];
+    const resident = residentModels(system)[0] ?? modelIds[0];
+    await stream(openai, system, resident, prompt(16, random, vocab), 1);
     rows.push(
       await measure(config, "resident", system, async () => {
         const got: Sample[] = [];
@@ -297,6 +299,7 @@ async function runConfig(config: string, sources: Map<string, string>, modelByte
 
     const together = async (models: string[], perModel: number): Promise<Sample[]> =>
       Promise.all(models.flatMap((m) => Array.from({ length: perModel }, () => stream(openai, system, m, prompt(128, random, vocab), 256))));
+    await stream(openai, system, modelIds[0], prompt(16, random, vocab), 1); // resident before it is timed
     rows.push(await measure(config, "1 model × 32 streams", system, () => together([modelIds[0]], 32)));
     if (config === "many" && fit >= 4) {
       // Bring four models on (one request each), then measure them together.

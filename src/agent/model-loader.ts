@@ -184,7 +184,7 @@ export class ModelLoader {
         } else {
           await this.loadOnGpu(worker, ref, key, index, config, options, room.floorBytes, sources, timings, progress);
         }
-        room.commit(ref, release);
+        room.commit(ref, release).expectUse();
       } catch (err) {
         room.cancel();
         // Frees what the worker holds for the model (an allocation whose LoadWeights never came).
@@ -443,6 +443,6 @@ export class ModelLoader {
 }
 
 function residentResult(key: string, { worker, model }: Residence): LoadResult {
-  model.touch();
+  model.expectUse();
   return { key, bytes: model.weightBytes, engineId: worker.id, device: worker.device, startTier: Tier.GPU, timings: [], evicted: [], seconds: 0 };
 }

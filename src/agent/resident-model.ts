@@ -1,7 +1,10 @@
 // A model resident in an engine worker, as the agent sees it: what it holds of its device's budget
 // (weights plus a KV floor), when it last served, and the Infer streams running on it. A model that
 // is leaving (being unloaded or evicted) starts no new stream; one lost with its worker ends every
-// stream with the worker's error.
+// stream with the worker's error. A LoadModel announces a use: the scheduler sends the request's
+// Infer right after it, so until that stream opens (or USE_EXPECTED_MS pass) the model counts as
+// running — else another model's load could evict it in between, and two models sharing too little
+// room would evict each other forever.
 import type { CheckpointRef } from "../gen/thaw/checkpoint/v1/checkpoint_pb.js";
 
 export interface ResidentModelInit {
@@ -15,6 +18,9 @@ export interface ResidentModelInit {
   release: () => void;
 }
 
+/** How long a LoadModel's announced use keeps the model from being evicted before its stream opens. */
+export const USE_EXPECTED_MS = 10_000;
+
 export class ResidentModel {
   readonly key: string;
   readonly ref: CheckpointRef;
@@ -24,6 +30,8 @@ export class ResidentModel {
   private lastUsedAt = performance.now();
   private readonly streams = new Set<AbortController>();
   private leavingNow = false;
+  /** performance.now() until which a use announced by LoadModel holds the model (0: none). */
+  private expectedUntil = 0;
   private released = false;
   private readonly releaseHold: () => void;
 
@@ -40,9 +48,10 @@ export class ResidentModel {
     return this.weightBytes + this.floorBytes;
   }
 
-  /** Infer streams running on it. */
+  /** Infer streams running on it, plus one while a use announced by LoadModel has not begun. */
   get running(): number {
-    return this.streams.size;
+    const expected = this.expectedUntil > 0 && performance.now() < this.expectedUntil ? 1 : 0;
+    return this.streams.size + expected;
   }
 
   get lastUsed(): number {
@@ -59,9 +68,10 @@ export class ResidentModel {
     return this.streams.size > 0 ? 0 : Math.max(0, Math.round(performance.now() - this.lastUsedAt));
   }
 
-  /** Counts a use (a LoadModel that found it resident). */
-  touch(): void {
+  /** Counts a use and holds the model for the stream that follows (a LoadModel made it or found it resident). */
+  expectUse(): void {
     this.lastUsedAt = performance.now();
+    this.expectedUntil = this.lastUsedAt + USE_EXPECTED_MS;
   }
 
   /** Registers a stream; false when the model is leaving. */
@@ -69,6 +79,7 @@ export class ResidentModel {
     if (this.leavingNow) return false;
     this.streams.add(controller);
     this.lastUsedAt = performance.now();
+    this.expectedUntil = 0; // the announced use has begun
     return true;
   }
 

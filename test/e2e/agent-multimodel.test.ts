@@ -236,6 +236,27 @@ test.serial("when busy models leave no room a load waits, as long as its caller 
   }
 });
 
+test.serial("a model LoadModel just made resident is held for the Infer that follows, so two loads cannot evict each other", async (t) => {
+  // Resident now: llama, llama-2, mistral (its LoadModel's Infer comes first, as the scheduler sends
+  // it). Two of them busy; qwen2 takes the idle one's room.
+  await infer("mistral", 1);
+  const streams = await Promise.all(["llama", "llama-2"].map((m) => busy(m)));
+  try {
+    t.deepEqual((await load("qwen2")).evicted.map((r) => r.modelId), ["tiny-mistral"]);
+    // qwen2 is idle, but its Infer has not come yet: mistral must wait rather than evict it.
+    const waits = logged(/^tiny-mistral@main waits for room/);
+    const loading = load("mistral");
+    await waits;
+    t.deepEqual(resident(), ["tiny-llama", "tiny-llama-2", "tiny-qwen2"]);
+    // The Infer comes and ends: qwen2 is idle for real, and the waiting load takes its room.
+    t.deepEqual(await infer("qwen2", 4), oneAtATime.get("qwen2")!.slice(0, 4));
+    t.deepEqual((await loading).evicted.map((r) => r.modelId), ["tiny-qwen2"]);
+    await infer("mistral", 1); // the Infer its LoadModel announced
+  } finally {
+    for (const s of streams) await s.stop();
+  }
+});
+
 test.serial("a model no device could hold, or larger than the pinned pool, fails at once naming both sizes; nothing is evicted", async (t) => {
   const before = await gpuEvictions();
   const residentBefore = resident();

@@ -48,6 +48,8 @@ export interface TestAgentOptions {
   hangLoads?: boolean;
   /** DownloadChunks sends nothing until it is cancelled. */
   hangDownloads?: boolean;
+  /** Every model it loads is gone again before the Infer arrives (as if other loads kept taking the room). */
+  loseModelsAfterLoad?: boolean;
   maxModelLen?: number;
   /** GPU devices and their byte budgets; absent: the agent reports no devices (as older agents did). */
   devices?: { device: string; budgetBytes: number }[];
@@ -307,6 +309,7 @@ export class TestAgent {
         agent.tiers.set(model, Tier.GPU);
         agent.lastUsed.set(model, Date.now());
         const seconds = (agent.options.loadMs ?? 0) / 1000;
+        if (agent.options.loseModelsAfterLoad) agent.drop(model);
         yield {
           tier: start,
           bytesDone: bytes,

@@ -211,7 +211,12 @@ export class RequestRunner {
             await this.infer(placement, ref, index, request, out, signal, stats, progress);
             return;
           } catch (err) {
-            if (progress.produced || signal.aborted || !notLoaded(err) || reloads >= RELOADS_PER_ATTEMPT) throw err;
+            if (progress.produced || signal.aborted || !notLoaded(err)) throw err;
+            if (reloads >= RELOADS_PER_ATTEMPT) {
+              // Other loads keep taking the room first: the system is short of GPU memory, the
+              // request is not at fault (never a 400), and the agent is not broken.
+              throw new LostToOtherLoads(`agent ${agent.id} lost ${model.spec.id} to other loads ${reloads + 1} times before the request began`);
+            }
             // The view was stale: the agent does not hold the model. Correct it and load again.
             residency.left(agent.id, ref);
             metrics.reloads.inc({ model: stats.model });
@@ -228,7 +233,7 @@ export class RequestRunner {
           this.deps.log(`agent ${agent.id} failed after the first token (${Code[e.code]}: ${e.rawMessage})`);
           throw new ConnectError(`agent ${agent.id} failed while generating: ${e.rawMessage}`, Code.Unavailable);
         }
-        if (!RETRYABLE.has(e.code) || attempt >= this.deps.maxAttempts) throw e;
+        if (!RETRYABLE.has(e.code) || attempt >= this.deps.maxAttempts) throw overloaded(e);
         this.deps.log(`agent ${agent.id} failed before the first token (${Code[e.code]}: ${e.rawMessage}); retrying elsewhere`);
         tried.add(agent.id);
         metrics.retries.inc({ model: stats.model });
@@ -237,7 +242,8 @@ export class RequestRunner {
           placement = await this.deps.placer.place(model, 1, tried, signal, false);
         } catch (placeErr) {
           if (signal.aborted) throw placeErr;
-          throw new ConnectError(`${e.rawMessage} (no other agent to retry on)`, e.code);
+          const last = overloaded(e);
+          throw new ConnectError(`${last.rawMessage} (no other agent to retry on)`, last.code);
         }
       } finally {
         releaseOnce();
@@ -289,6 +295,18 @@ export class RequestRunner {
     }
     if (!finished) throw new ConnectError(`agent ${agent.id} ended the stream without a finish reason`, Code.Unavailable);
   }
+}
+
+/** Other loads kept taking the model's room before its Infer began: retried elsewhere, the agent is not broken. */
+class LostToOtherLoads extends ConnectError {
+  constructor(message: string) {
+    super(message, Code.FailedPrecondition);
+  }
+}
+
+/** What a client sees of a choice that kept losing its model to other loads: 503, try again (never a 400). */
+function overloaded(e: ConnectError): ConnectError {
+  return e instanceof LostToOtherLoads || notLoaded(e) ? new ConnectError(e.rawMessage, Code.Unavailable) : e;
 }
 
 /** The agent does not hold the model (it answers so rather than loading on its own). */

@@ -3,6 +3,7 @@
 // and the scheduler loads it again; a load nobody waits for finishes; and a request that can be
 // placed never waits behind one that cannot.
 import test from "ava";
+import { Code, ConnectError } from "@connectrpc/connect";
 import { Tier } from "../../../src/gen/thaw/agent/v1/agent_pb.js";
 import type { ConverterLink } from "../../../src/orchestrator/scheduler/links.js";
 import { index, system, until } from "./system.js";
@@ -66,6 +67,16 @@ test("a model the agent no longer holds: Infer answers \"not loaded\", the sched
   const metrics = await orchestrator.registry.metrics();
   t.regex(metrics, /not_loaded_reloads_total\{model="m"\} 1/);
   t.notRegex(metrics, /request_retries_total\{model="m"\} [1-9]/, "not a retry elsewhere");
+});
+
+test("a model that other loads keep taking away is a 503 to try again, never a 400, and the agent stays usable", async (t) => {
+  const { agents, client } = await system(t, [{ id: "a", models: { m: Tier.DRAM }, loseModelsAfterLoad: true }]);
+  const [a] = agents;
+  const err = ConnectError.from(await t.throwsAsync(client.chatText("m", [{ role: "user", content: "hi" }])));
+  t.is(err.code, Code.Unavailable);
+  t.regex(err.rawMessage, /lost m to other loads/);
+  t.true(a.loads.length > 1, "loaded again after each \"not loaded\"");
+  t.is((await client.explainPlacement("m")).scores[0].ineligibleReason, "", "not made suspect: the agent is not broken");
 });
 
 test("a load nobody waits for any more runs to its end and leaves the model resident", async (t) => {
