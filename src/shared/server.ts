@@ -74,6 +74,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
 
   // Open connections and the guard bounding each one's idleness.
   const connections = new Map<net.Socket, ConnectionGuard>();
+  const sessions = new Set<http2.ServerHttp2Session>();
   const whenAllClosed = new Set<() => void>();
 
   const h1 = http.createServer({
@@ -100,6 +101,8 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   h2.on("session", (session) => {
     const { guard, setClose } = handingOver!;
     setClose(() => session.close());
+    sessions.add(session);
+    session.once("close", () => sessions.delete(session));
     session.on("stream", (stream: http2.ServerHttp2Stream) => {
       guard.begin();
       stream.once("close", () => guard.end());
@@ -163,6 +166,9 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
       whenAllClosed.add(done);
     });
   const drainAll = () => {
+    // HTTP/2 sessions are told at once (GOAWAY: running streams finish, no new ones start);
+    // HTTP/1.1 connections close after their current response, which says "connection: close".
+    for (const session of sessions) session.close();
     for (const guard of [...connections.values()]) guard.drain();
   };
 
