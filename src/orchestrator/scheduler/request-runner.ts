@@ -306,7 +306,10 @@ class LostToOtherLoads extends ConnectError {
 
 /** What a client sees of a choice that kept losing its model to other loads: 503, try again (never a 400). */
 function overloaded(e: ConnectError): ConnectError {
-  return e instanceof LostToOtherLoads || notLoaded(e) ? new ConnectError(e.rawMessage, Code.Unavailable) : e;
+  // By prototype, not instanceof: ConnectError's instanceof holds for every ConnectError (it
+  // compares names), which would make every error (a prompt too long, a model not found) a 503.
+  const lost = Object.getPrototypeOf(e) === LostToOtherLoads.prototype;
+  return lost || notLoaded(e) ? new ConnectError(e.rawMessage, Code.Unavailable) : e;
 }
 
 /** The agent does not hold the model (it answers so rather than loading on its own). */
