@@ -229,7 +229,7 @@ export class GpuTier {
       let victim: Residence | undefined;
       for (const worker of this.engines.workers()) {
         for (const model of worker.models()) {
-          if (model.leaving || model.running > 0 || !select(model)) continue;
+          if (model.leaving || model.busy || !select(model)) continue;
           if (victim === undefined || model.lastUsed < victim.model.lastUsed) victim = { worker, model };
         }
       }
@@ -264,7 +264,7 @@ export class GpuTier {
           key: m.key,
           bytes: m.bytes,
           floorBytes: m.floorBytes,
-          running: m.running,
+          running: m.running + (m.useAnnounced ? 1 : 0),
           lastUsed: m.lastUsed,
           leaving: m.leaving,
         })),

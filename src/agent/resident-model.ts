@@ -2,9 +2,10 @@
 // (weights plus a KV floor), when it last served, and the Infer streams running on it. A model that
 // is leaving (being unloaded or evicted) starts no new stream; one lost with its worker ends every
 // stream with the worker's error. A LoadModel announces a use: the scheduler sends the request's
-// Infer right after it, so until that stream opens (or USE_EXPECTED_MS pass) the model counts as
-// running — else another model's load could evict it in between, and two models sharing too little
-// room would evict each other forever.
+// Infer right after it, so until that stream opens (or USE_EXPECTED_MS pass) the model is busy for
+// eviction — else another model's load could evict it in between, and two models sharing too little
+// room would evict each other forever. (Only the agent's own decisions see the announcement; the
+// scheduler knows its requests itself, and heartbeats report streams.)
 import type { CheckpointRef } from "../gen/thaw/checkpoint/v1/checkpoint_pb.js";
 
 export interface ResidentModelInit {
@@ -48,10 +49,19 @@ export class ResidentModel {
     return this.weightBytes + this.floorBytes;
   }
 
-  /** Infer streams running on it, plus one while a use announced by LoadModel has not begun. */
+  /** Infer streams running on it. */
   get running(): number {
-    const expected = this.expectedUntil > 0 && performance.now() < this.expectedUntil ? 1 : 0;
-    return this.streams.size + expected;
+    return this.streams.size;
+  }
+
+  /** A use announced by LoadModel has not begun yet (and has not lapsed). */
+  get useAnnounced(): boolean {
+    return this.expectedUntil > 0 && performance.now() < this.expectedUntil;
+  }
+
+  /** Not to be evicted: streams run on it, or its announced use has not begun. */
+  get busy(): boolean {
+    return this.streams.size > 0 || this.useAnnounced;
   }
 
   get lastUsed(): number {

@@ -9,7 +9,7 @@ export interface ResidentView {
   /** Bytes it holds in the budget (weights plus floor). */
   bytes: number;
   floorBytes: number;
-  /** Requests running on it. */
+  /** Requests running on it, plus one while the use a LoadModel announced has not begun. */
   running: number;
   /** When it last served (larger: more recent). */
   lastUsed: number;
