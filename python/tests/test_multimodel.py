@@ -247,6 +247,27 @@ def test_a_long_queue_does_not_starve_another_model(tiny_checkpoints, tiny_worke
     assert rounds <= 7  # a's 6-token sequence ends after 5 more decode rounds; b is next, before a's queue
 
 
+def test_a_new_request_goes_first_in_the_next_round(tiny_checkpoints, tiny_worker):
+    """A request that arrives for a model that already stepped this round is prefilled at the start of
+    the next round, not after the other models' steps."""
+    worker = tiny_worker()
+    engines = [lm.engine for lm in load_three(worker, tiny_checkpoints).values()]
+    for i, e in enumerate(engines):
+        e.add(f"bg{i}", [256, 1, 2, i], greedy(30), Stream())
+    order: list[str] = []
+    for e in engines:
+        step = e.step
+        e.step = lambda max_admit=None, e=e, step=step: (order.append(e.name), step(max_admit))[1]  # type: ignore[method-assign]
+    for _ in range(4):
+        worker.loop.run_round()
+    last = order[-3:]  # the order of the last round; the next one starts one further
+    late = engines[[e.name for e in engines].index(last[0])]  # stepped first last round: last in the next
+    s = Stream(worker.loop)
+    late.add("new", [256, 7, 7], greedy(2), s)
+    worker.loop.run_round()
+    assert order[-3] == late.name and s.tokens  # first in the round, and its first token came in it
+
+
 def test_models_of_different_dtypes_share_pages(tiny_checkpoints, tiny_worker, alone):
     """A bfloat16 and a float32 model take turns on the same pages (scrubbed when the dtype changes)."""
     worker = tiny_worker(kv_pool_bytes=13 * TINY_PAGE)

@@ -194,6 +194,11 @@ class Engine:
         with self._cv:
             return bool(self._inbox or self._aborts or self.waiting or self.running)
 
+    def has_arrivals(self) -> bool:
+        """Requests queued since the last step."""
+        with self._cv:
+            return bool(self._inbox)
+
     def has_waiting(self) -> bool:
         """Sequences not admitted yet."""
         with self._cv:

@@ -1,7 +1,7 @@
 """One step loop per worker: a single thread that serves every loaded model's engine.
 
 A round gives each engine that has work one step, in round-robin order (the starting engine turns
-each round), so a model with a long queue cannot starve another's requests: between two steps of
+each round; models with newly arrived requests first, for their time to first token), so a model with a long queue cannot starve another's requests: between two steps of
 one model every other model with work gets one. New sequences are admitted up to each model's
 ``max_num_seqs`` and, over all models, ``max_total_seqs``. Because only this thread runs steps (and
 CUDA work of the models), one model can preempt another's sequence for its KV floor safely, and
@@ -140,7 +140,11 @@ class StepLoop:
         start = self._turn % len(engines)
         self._turn += 1
         did = False
-        for engine in engines[start:] + engines[:start]:
+        order = engines[start:] + engines[:start]
+        # models with requests that arrived since their last step go first: a new request waits for
+        # the step in progress, not for the rest of a round (each model still gets one step a round)
+        order.sort(key=lambda e: not e.has_arrivals())
+        for engine in order:
             if not engine.has_work():
                 continue
             try:
