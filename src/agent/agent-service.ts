@@ -134,7 +134,7 @@ export class AgentServiceImpl implements ServiceImpl<typeof AgentService> {
     const progress = pushStream<LoadProgress>(async (emit) => {
       result = external.has(key)
         ? await external.load(key)
-        : await this.deps.loader.load(ref, { peers: request.peers, maxModelLen: request.maxModelLen }, emit, ctx.signal);
+        : await this.deps.loader.load(ref, { peers: request.peers, maxModelLen: request.maxModelLen, inferFollows: request.inferFollows }, emit, ctx.signal);
     }, ctx.signal);
     for await (const p of progress) yield loadMessage(p);
     const r = result!;

@@ -56,6 +56,8 @@ export interface LoadResult {
 export interface LoadOptions {
   peers?: readonly string[];
   maxModelLen?: number;
+  /** An Infer follows at once (LoadModelRequest.infer_follows): hold the model for it. */
+  inferFollows?: boolean;
 }
 
 export interface LoaderDeps {
@@ -132,8 +134,10 @@ export class ModelLoader {
     const ref = normalRef(given);
     const resident = this.deps.gpu.find(key);
     this.deps.metrics.lookup(resident !== undefined);
-    if (resident !== undefined) return Promise.resolve(residentResult(key, resident));
-    return this.flights.run(key, (report, abandoned) => this.doLoad(key, ref, options, report, abandoned), onProgress, signal);
+    if (resident !== undefined) return Promise.resolve(residentResult(key, resident, options));
+    const loaded = this.flights.run(key, (report, abandoned) => this.doLoad(key, ref, options, report, abandoned), onProgress, signal);
+    // A caller that joined another's load announces its own Infer.
+    return options.inferFollows ? loaded.then((r) => (this.deps.gpu.find(key)?.model.expectUse(), r)) : loaded;
   }
 
   private async doLoad(key: string, ref: CheckpointRef, options: LoadOptions, report: (p: LoadProgress) => void, abandoned: AbortSignal): Promise<LoadResult> {
@@ -169,7 +173,7 @@ export class ModelLoader {
 
       // Room on a device (evicting idle models if needed), then → engine through the pool.
       const room = await gpu.reserve(key, total, abandoned);
-      if ("model" in room) return residentResult(key, room); // another load made it resident meanwhile
+      if ("model" in room) return residentResult(key, room, options); // another load made it resident meanwhile
       const worker = room.worker;
       try {
         let release = (): void => {};
@@ -184,7 +188,8 @@ export class ModelLoader {
         } else {
           await this.loadOnGpu(worker, ref, key, index, config, options, room.floorBytes, sources, timings, progress);
         }
-        room.commit(ref, release).expectUse();
+        const model = room.commit(ref, release);
+        if (options.inferFollows) model.expectUse();
       } catch (err) {
         room.cancel();
         // Frees what the worker holds for the model (an allocation whose LoadWeights never came).
@@ -442,7 +447,8 @@ export class ModelLoader {
   }
 }
 
-function residentResult(key: string, { worker, model }: Residence): LoadResult {
-  model.expectUse();
+function residentResult(key: string, { worker, model }: Residence, options: LoadOptions): LoadResult {
+  if (options.inferFollows) model.expectUse();
+  else model.touch();
   return { key, bytes: model.weightBytes, engineId: worker.id, device: worker.device, startTier: Tier.GPU, timings: [], evicted: [], seconds: 0 };
 }

@@ -1,8 +1,8 @@
 // A model resident in an engine worker, as the agent sees it: what it holds of its device's budget
 // (weights plus a KV floor), when it last served, and the Infer streams running on it. A model that
 // is leaving (being unloaded or evicted) starts no new stream; one lost with its worker ends every
-// stream with the worker's error. A LoadModel announces a use: the scheduler sends the request's
-// Infer right after it, so until that stream opens (or USE_EXPECTED_MS pass) the model is busy for
+// stream with the worker's error. A LoadModel may announce a use (infer_follows): the scheduler sends
+// the request's Infer right after it, so until that stream opens (or USE_EXPECTED_MS pass) the model is busy for
 // eviction — else another model's load could evict it in between, and two models sharing too little
 // room would evict each other forever. (Only the agent's own decisions see the announcement; the
 // scheduler knows its requests itself, and heartbeats report streams.)
@@ -78,7 +78,12 @@ export class ResidentModel {
     return this.streams.size > 0 ? 0 : Math.max(0, Math.round(performance.now() - this.lastUsedAt));
   }
 
-  /** Counts a use and holds the model for the stream that follows (a LoadModel made it or found it resident). */
+  /** Counts a use (a LoadModel that found it resident). */
+  touch(): void {
+    this.lastUsedAt = performance.now();
+  }
+
+  /** Counts a use and holds the model for the stream that follows (LoadModelRequest.infer_follows). */
   expectUse(): void {
     this.lastUsedAt = performance.now();
     this.expectedUntil = this.lastUsedAt + USE_EXPECTED_MS;

@@ -93,9 +93,9 @@ test.afterEach.always((t) => {
   if (!t.passed) t.log(logs.slice(-40).join("\n"));
 });
 
-async function load(model: string, signal?: AbortSignal): Promise<LoadModelResponse> {
+async function load(model: string, signal?: AbortSignal, inferFollows = false): Promise<LoadModelResponse> {
   let last: LoadModelResponse | undefined;
-  for await (const p of owned.client.loadModel({ ref: ref(model) }, { signal })) last = p;
+  for await (const p of owned.client.loadModel({ ref: ref(model), inferFollows }, { signal })) last = p;
   return last!;
 }
 
@@ -236,16 +236,15 @@ test.serial("when busy models leave no room a load waits, as long as its caller 
   }
 });
 
-test.serial("a model LoadModel just made resident is held for the Infer that follows, so two loads cannot evict each other", async (t) => {
-  // Resident now: llama, llama-2, mistral (its LoadModel's Infer comes first, as the scheduler sends
-  // it). Two of them busy; qwen2 takes the idle one's room.
-  await infer("mistral", 1);
+test.serial("a model loaded for an Infer that follows is held for it, so two loads cannot evict each other", async (t) => {
+  // Resident now: llama, llama-2, mistral. Two of them busy; qwen2 takes the idle one's room, as the
+  // scheduler loads: announcing the Infer that follows.
   const streams = await Promise.all(["llama", "llama-2"].map((m) => busy(m)));
   try {
-    t.deepEqual((await load("qwen2")).evicted.map((r) => r.modelId), ["tiny-mistral"]);
+    t.deepEqual((await load("qwen2", undefined, true)).evicted.map((r) => r.modelId), ["tiny-mistral"]);
     // qwen2 is idle, but its Infer has not come yet: mistral must wait rather than evict it.
     const waits = logged(/^tiny-mistral@main waits for room/);
-    const loading = load("mistral");
+    const loading = load("mistral", undefined, true);
     await waits;
     t.deepEqual(resident(), ["tiny-llama", "tiny-llama-2", "tiny-qwen2"]);
     // The Infer comes and ends: qwen2 is idle for real, and the waiting load takes its room.

@@ -102,7 +102,8 @@ export class ModelLoads {
     const unreserve = device !== "" ? residency.reserve(agent.id, ref, device, bytes) : () => {};
     const started = this.deps.now();
     const client = this.deps.connector.client(agent.status.address);
-    const request = { ref, peers: holders, maxModelLen: model.spec.maxModelLen, launchCommand: model.spec.launchCommand };
+    // The request's Infer follows at once: the agent holds the model for it against other loads.
+    const request = { ref, peers: holders, maxModelLen: model.spec.maxModelLen, launchCommand: model.spec.launchCommand, inferFollows: true };
     let last: { ready: boolean; startTier: Tier; seconds: number; timings: TierTiming[]; device: string; bytesTotal: bigint } | undefined;
     try {
       const progress = withProgressTimeout((signal) => client.loadModel(request, { signal }), {

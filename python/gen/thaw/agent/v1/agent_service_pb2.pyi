@@ -81,16 +81,18 @@ class InferResponse(_message.Message):
     def __init__(self, tokens: _Optional[_Iterable[_Union[_agent_pb2.TokenOutput, _Mapping]]] = ..., text: _Optional[str] = ..., finish_reason: _Optional[_Union[_engine_pb2.FinishReason, str]] = ..., usage: _Optional[_Union[_agent_pb2.Usage, _Mapping]] = ..., stop_reason: _Optional[str] = ...) -> None: ...
 
 class LoadModelRequest(_message.Message):
-    __slots__ = ["launch_command", "max_model_len", "peers", "ref"]
+    __slots__ = ["infer_follows", "launch_command", "max_model_len", "peers", "ref"]
+    INFER_FOLLOWS_FIELD_NUMBER: _ClassVar[int]
     LAUNCH_COMMAND_FIELD_NUMBER: _ClassVar[int]
     MAX_MODEL_LEN_FIELD_NUMBER: _ClassVar[int]
     PEERS_FIELD_NUMBER: _ClassVar[int]
     REF_FIELD_NUMBER: _ClassVar[int]
+    infer_follows: bool
     launch_command: _containers.RepeatedScalarFieldContainer[str]
     max_model_len: int
     peers: _containers.RepeatedScalarFieldContainer[str]
     ref: _checkpoint_pb2.CheckpointRef
-    def __init__(self, ref: _Optional[_Union[_checkpoint_pb2.CheckpointRef, _Mapping]] = ..., peers: _Optional[_Iterable[str]] = ..., max_model_len: _Optional[int] = ..., launch_command: _Optional[_Iterable[str]] = ...) -> None: ...
+    def __init__(self, ref: _Optional[_Union[_checkpoint_pb2.CheckpointRef, _Mapping]] = ..., peers: _Optional[_Iterable[str]] = ..., max_model_len: _Optional[int] = ..., launch_command: _Optional[_Iterable[str]] = ..., infer_follows: bool = ...) -> None: ...
 
 class LoadModelResponse(_message.Message):
     __slots__ = ["bytes_done", "bytes_total", "device", "engine_id", "evicted", "ready", "seconds", "start_tier", "tier", "timings"]
