@@ -21,6 +21,7 @@ import type { ChunkProgress } from "./chunk-download.js";
 import type { DiskTier } from "./disk-tier.js";
 import type { ExternalModels } from "./external-models.js";
 import type { GpuTier } from "./gpu-tier.js";
+import type { PeerAdmission } from "./peer-admission.js";
 import { type InferResponseInit, inferOnEngine, inferOnExternal, notLoaded } from "./inference.js";
 import { type LoadProgress, type LoadResult, type ModelLoader, normalRef, refKey } from "./model-loader.js";
 import { pushStream } from "../shared/push-stream.js";
@@ -35,6 +36,8 @@ export interface AgentServiceDeps {
   gpu: GpuTier;
   external: ExternalModels;
   requests: RequestCounter;
+  /** Which peers a caller names may be fetched from. */
+  peers: PeerAdmission;
   status(): AgentStatus;
   log: (line: string) => void;
 }
@@ -58,8 +61,9 @@ export class AgentServiceImpl implements ServiceImpl<typeof AgentService> {
   async *downloadChunks(request: DownloadChunksRequest, ctx: HandlerContext): AsyncGenerator<MessageInitShape<typeof DownloadChunksResponseSchema>> {
     const ref = request.ref;
     refKey(ref);
+    const peers = await this.deps.peers.admit(request.peers, ctx.signal);
     const progress = pushStream<ChunkProgress>(
-      (emit) => this.deps.loader.downloadChunks(ref!, request.fileNames, request.peers, emit, ctx.signal),
+      (emit) => this.deps.loader.downloadChunks(ref!, request.fileNames, peers, emit, ctx.signal),
       ctx.signal,
     );
     for await (const p of progress) {
@@ -130,11 +134,12 @@ export class AgentServiceImpl implements ServiceImpl<typeof AgentService> {
     const ref = normalRef(request.ref!);
     const { external } = this.deps;
     if (request.launchCommand.length > 0) external.register(ref, key, request.launchCommand);
+    const peers = external.has(key) ? [] : await this.deps.peers.admit(request.peers, ctx.signal);
     let result: LoadResult | undefined;
     const progress = pushStream<LoadProgress>(async (emit) => {
       result = external.has(key)
         ? await external.load(key)
-        : await this.deps.loader.load(ref, { peers: request.peers, maxModelLen: request.maxModelLen, inferFollows: request.inferFollows }, emit, ctx.signal);
+        : await this.deps.loader.load(ref, { peers, maxModelLen: request.maxModelLen, inferFollows: request.inferFollows }, emit, ctx.signal);
     }, ctx.signal);
     for await (const p of progress) yield loadMessage(p);
     const r = result!;

@@ -61,9 +61,13 @@ export class ChunkDownloader {
       await join;
       return this.ensureIndex(ref, key, sources, signal);
     }
+    // The index is what every chunk is checked against: it comes from the origin (the store or the
+    // converter) whenever the agent has one, never from a peer, whose chunks it then judges.
+    const origin = sources.filter((s) => s.optional !== true);
+    const indexSources = origin.length > 0 ? origin : sources;
     const work = (async () => {
       const misses: string[] = [];
-      for (const source of sources) {
+      for (const source of indexSources) {
         signal?.throwIfAborted();
         try {
           const index = await source.readIndex(ref, key, signal);
@@ -77,7 +81,7 @@ export class ChunkDownloader {
         }
       }
       throw new ConnectError(
-        sources.length === 0
+        indexSources.length === 0
           ? `${key} is not cached here and the agent has no store, converter or peer to fetch it from`
           : `no source has ${key}: ${misses.join("; ")}`,
         Code.NotFound,

@@ -14,7 +14,7 @@ import { AgentService } from "../gen/thaw/agent/v1/agent_service_pb.js";
 import { ConverterService } from "../gen/thaw/converter/v1/converter_service_pb.js";
 import { SchedulerService } from "../gen/thaw/scheduler/v1/scheduler_service_pb.js";
 import { PinnedPool, cudaInfo } from "../native/index.js";
-import { requireToken } from "../shared/auth.js";
+import { authorize, refuseOpenBind } from "../shared/auth.js";
 import { PORTS } from "../shared/defaults.js";
 import { type RunningServer, startServer } from "../shared/server.js";
 import { openStore } from "../store/open-store.js";
@@ -33,7 +33,8 @@ import { GpuTier } from "./gpu-tier.js";
 import { type Heartbeats, startHeartbeats } from "./heartbeat.js";
 import { ModelLoader } from "./model-loader.js";
 import { RequestCounter } from "./request-counter.js";
-import agentRoutes from "./routes.js";
+import { PeerAdmission } from "./peer-admission.js";
+import agentRoutes, { AGENT_ACCESS } from "./routes.js";
 import { ClientCache, tcpClient } from "./rpc-clients.js";
 
 const GiB = 1 << 30;
@@ -59,8 +60,13 @@ export interface AgentOptions {
   peers?: string[];
   /** SchedulerService address to heartbeat to. */
   scheduler?: string;
-  /** Shared secret required on AgentService and sent to peers, converter and scheduler. */
+  /**
+   * Shared secret required on AgentService (with the admin token's), sent to the converter and the
+   * scheduler and to peers once they proved they hold it too. Absent: none (a loopback host only).
+   */
   token?: string;
+  /** The operators' secret, accepted on AgentService as well as the internal token. */
+  adminToken?: string;
   /** Disk tier budget in bytes (default 64 GiB). */
   diskBytes?: number;
   /** Pinned pool size in bytes (default 1 GiB; 0: no pool, CPU engines read checkpoint folders). */
@@ -187,6 +193,7 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
 /** The composition root: builds the agent's parts in order, each given what it needs. */
 async function composeAgent(options: AgentOptions, closers: (() => void | Promise<void>)[], closeAll: () => Promise<void>): Promise<RunningAgent> {
   const log = options.log ?? ((line: string) => process.stderr.write(`thaw agent: ${line}\n`));
+  refuseOpenBind(options.host ?? "127.0.0.1", options.token, "thaw agent");
   const dir = path.resolve(options.dir);
   await mkdir(dir, { recursive: true });
   const agentId = options.agentId ?? (await stableId(dir));
@@ -270,12 +277,13 @@ async function composeAgent(options: AgentOptions, closers: (() => void | Promis
   const status = (): AgentStatus =>
     buildAgentStatus({ agentId, address: () => address, disk, dram, gpu, loader, external, requests, bandwidth });
 
-  const deps: AgentServiceDeps = { loader, disk, gpu, external, requests, status, log };
+  const peers = new PeerAdmission({ token: options.token, self: () => address, trusted: options.peers, log });
+  const deps: AgentServiceDeps = { loader, disk, gpu, external, requests, peers, status, log };
   const server: RunningServer = await startServer({
     routes: agentRoutes(deps),
     host: options.host,
     port: options.port ?? PORTS.agent,
-    interceptors: options.token ? [requireToken(options.token)] : [],
+    interceptors: [authorize({ internalToken: options.token, adminToken: options.adminToken }, AGENT_ACCESS, () => ({ agentId, address }))],
     fallback: (req, res) => {
       const url = (req.url ?? "/").split("?")[0];
       if (req.method === "GET" && url === "/metrics") {

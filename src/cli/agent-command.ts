@@ -1,8 +1,9 @@
 // thaw agent: runs the node agent (AgentService, tiered cache, engine workers) until SIGINT/SIGTERM.
 import { parseArgs } from "node:util";
-import { DEFAULT_HOST, DEFAULT_STORE, INTERNAL_TOKEN, PORTS, STATE_DIR } from "../shared/defaults.js";
+import { ADMIN_TOKEN, DEFAULT_HOST, DEFAULT_STORE, PORTS, STATE_DIR } from "../shared/defaults.js";
 import { defaultAgentDir, startAgent } from "../agent/start-agent.js";
 import type { ExternalModelConfig } from "../agent/external-runtime.js";
+import { TOKEN_OPTIONS, TOKEN_USAGE, internalToken } from "./credentials.js";
 import { untilSignal } from "./until-signal.js";
 
 const USAGE = `usage: thaw agent [options]
@@ -34,8 +35,12 @@ Serves thaw.agent.v1.AgentService and /metrics on one port, keeps the tiered mod
                            "{port}" in CMD becomes its port (repeatable), e.g.
                            --external 'llama=vllm serve meta-llama/Llama-3.1-8B --port {port}'
   --allow-launch           let LoadModel calls name a command to start (ModelSpec.launch_command from
-                           the scheduler); anyone who can call the agent can then run commands on it
-Environment: THAW_INTERNAL_TOKEN to require (and send) a token on every internal call; THAW_PYTHON.`;
+                           the scheduler, registered by an operator with the admin token)
+${TOKEN_USAGE}
+Every call needs the internal or the admin token (when no internal token is set, the agent listens
+on loopback only and internal calls need none). Peers a call names are fetched from only once they
+proved they hold the same internal token.
+Environment: THAW_INTERNAL_TOKEN, THAW_ADMIN_TOKEN, THAW_PYTHON.`;
 
 /** "64G", "512M", "1GiB", "4096" → bytes. */
 export function parseSize(text: string, flag: string): number {
@@ -129,6 +134,7 @@ export async function main(args: string[]): Promise<void> {
       "download-concurrency": { type: "string" },
       external: { type: "string", multiple: true, default: [] },
       "allow-launch": { type: "boolean", default: false },
+      ...TOKEN_OPTIONS,
       help: { type: "boolean", short: "h" },
     },
   });
@@ -143,7 +149,8 @@ export async function main(args: string[]): Promise<void> {
     converter: values.converter,
     peers: values.peer,
     scheduler: values.scheduler,
-    token: INTERNAL_TOKEN,
+    token: internalToken(values),
+    adminToken: values["admin-token"] || ADMIN_TOKEN,
     diskBytes: parseSize(values["disk-bytes"], "--disk-bytes"),
     dramBytes: parseSize(values["dram-bytes"], "--dram-bytes"),
     engines: values.engines,

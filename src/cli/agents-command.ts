@@ -1,6 +1,7 @@
 // thaw agents: the agents an orchestrator knows, from their heartbeats.
 import { parseArgs } from "node:util";
 import { toJson } from "@bufbuild/protobuf";
+import { clientAdminToken } from "./credentials.js";
 import { ThawClient, tierName } from "../client/thaw-client.js";
 import { AgentInfoSchema } from "../gen/thaw/scheduler/v1/scheduler_pb.js";
 import { formatBytes, table } from "./models-command.js";
@@ -9,15 +10,17 @@ const USAGE = `usage: thaw agents [--orchestrator URL] [--json]
 
 Lists the agents an orchestrator knows: address, liveness, queue, engines, and the models each
 holds with their tier (gpu, dram, disk).
-  --orchestrator URL   orchestrator address (default THAW_ORCHESTRATOR, else http://127.0.0.1:8000)`;
+  --orchestrator URL   orchestrator address (default THAW_ORCHESTRATOR, else http://127.0.0.1:8000)
+  --admin-token TOKEN  the operators' secret (default THAW_ADMIN_TOKEN, else the one thaw serve or
+                       thaw orchestrator keeps in $THAW_HOME/admin-token, ./.thaw by default)`;
 
 export async function main(args: string[]): Promise<void> {
   const { values } = parseArgs({
     args,
-    options: { orchestrator: { type: "string" }, json: { type: "boolean" }, help: { type: "boolean", short: "h" } },
+    options: { orchestrator: { type: "string" }, "admin-token": { type: "string" }, json: { type: "boolean" }, help: { type: "boolean", short: "h" } },
   });
   if (values.help) return void process.stdout.write(USAGE + "\n");
-  const agents = await new ThawClient({ baseUrl: values.orchestrator }).listAgents();
+  const agents = await new ThawClient({ baseUrl: values.orchestrator, token: await clientAdminToken(values) }).listAgents();
   if (values.json) return void process.stdout.write(JSON.stringify(agents.map((a) => toJson(AgentInfoSchema, a)), null, 2) + "\n");
   const now = Date.now();
   const rows = agents.map((a) => {

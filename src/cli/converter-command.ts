@@ -1,10 +1,11 @@
 // thaw converter: runs the ConverterService until SIGINT/SIGTERM.
 import { parseArgs } from "node:util";
-import { DEFAULT_HOST, DEFAULT_STORE, INTERNAL_TOKEN, PORTS } from "../shared/defaults.js";
+import { ADMIN_TOKEN, DEFAULT_HOST, DEFAULT_STORE, PORTS } from "../shared/defaults.js";
 import { startServer } from "../shared/server.js";
-import { requireToken } from "../shared/auth.js";
+import { authorize, refuseOpenBind } from "../shared/auth.js";
 import { openStore } from "../store/open-store.js";
-import converterRoutes from "../converter/routes.js";
+import converterRoutes, { CONVERTER_ACCESS } from "../converter/routes.js";
+import { TOKEN_OPTIONS, TOKEN_USAGE, internalToken } from "./credentials.js";
 import { CONNECTION_OPTIONS, CONNECTION_USAGE, connectionFlags } from "./orchestrator-command.js";
 import { untilSignal } from "./until-signal.js";
 
@@ -15,8 +16,11 @@ Serves thaw.converter.v1.ConverterService (gRPC, Connect, gRPC-Web on one port).
   --port         port (default ${PORTS.converter})
   --store        checkpoint store: folder, s3://bucket/prefix or az://container/prefix (default ${DEFAULT_STORE}; THAW_STORE)
   --allow-local  folder that Convert requests may read local models from (repeatable; default: none)
+${TOKEN_USAGE}
 ${CONNECTION_USAGE}
-Environment: HF_ENDPOINT, HF_TOKEN for the Hub; THAW_INTERNAL_TOKEN to require a token on every call.`;
+Every call needs the internal or the admin token (when no internal token is set, the converter
+listens on loopback only and internal calls need none).
+Environment: HF_ENDPOINT, HF_TOKEN for the Hub; THAW_INTERNAL_TOKEN, THAW_ADMIN_TOKEN.`;
 
 export async function main(args: string[]): Promise<void> {
   const { values } = parseArgs({
@@ -27,16 +31,19 @@ export async function main(args: string[]): Promise<void> {
       store: { type: "string", default: DEFAULT_STORE },
       "allow-local": { type: "string", multiple: true, default: [] },
       ...CONNECTION_OPTIONS,
+      ...TOKEN_OPTIONS,
       help: { type: "boolean", short: "h" },
     },
   });
   if (values.help) return void process.stdout.write(USAGE + "\n");
+  const token = internalToken(values);
+  refuseOpenBind(values.host, token, "thaw converter");
   const store = await openStore(values.store);
   const server = await startServer({
     routes: converterRoutes({ store, localRoots: values["allow-local"] }),
     host: values.host,
     port: Number(values.port),
-    interceptors: INTERNAL_TOKEN ? [requireToken(INTERNAL_TOKEN)] : [],
+    interceptors: [authorize({ internalToken: token, adminToken: values["admin-token"] || ADMIN_TOKEN }, CONVERTER_ACCESS)],
     limits: connectionFlags(values),
   });
   process.stderr.write(`thaw converter: serving on ${server.url} (store ${store.location})\n`);

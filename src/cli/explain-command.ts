@@ -1,6 +1,7 @@
 // thaw explain MODEL: every agent's placement score for a model, term by term.
 import { parseArgs } from "node:util";
 import { toJson } from "@bufbuild/protobuf";
+import { clientAdminToken } from "./credentials.js";
 import { ThawClient, type PlacementScore } from "../client/thaw-client.js";
 import { ExplainPlacementResponseSchema } from "../gen/thaw/scheduler/v1/scheduler_service_pb.js";
 import { formatBytes } from "../orchestrator/scheduler/placement.js";
@@ -13,16 +14,18 @@ Shows how the scheduler would place a request for MODEL: for every agent,
           + ε·eviction_bytes/dram_bandwidth
 term by term, lowest first; the chosen agent is marked with *. DEVICE is where the model is or
 would go: "resident", "fits" (room without eviction) or "evicts N" (idle models that would leave).
-  --orchestrator URL   orchestrator address (default THAW_ORCHESTRATOR, else http://127.0.0.1:8000)`;
+  --orchestrator URL   orchestrator address (default THAW_ORCHESTRATOR, else http://127.0.0.1:8000)
+  --admin-token TOKEN  the operators' secret (default THAW_ADMIN_TOKEN, else the one thaw serve or
+                       thaw orchestrator keeps in $THAW_HOME/admin-token, ./.thaw by default)`;
 
 export async function main(args: string[]): Promise<void> {
   const { values, positionals } = parseArgs({
     args,
     allowPositionals: true,
-    options: { orchestrator: { type: "string" }, json: { type: "boolean" }, help: { type: "boolean", short: "h" } },
+    options: { orchestrator: { type: "string" }, "admin-token": { type: "string" }, json: { type: "boolean" }, help: { type: "boolean", short: "h" } },
   });
   if (values.help || positionals.length !== 1) return void process.stdout.write(USAGE + "\n");
-  const r = await new ThawClient({ baseUrl: values.orchestrator }).explainPlacement(positionals[0]);
+  const r = await new ThawClient({ baseUrl: values.orchestrator, token: await clientAdminToken(values) }).explainPlacement(positionals[0]);
   if (values.json) return void process.stdout.write(JSON.stringify(toJson(ExplainPlacementResponseSchema, r), null, 2) + "\n");
   const f = (x: number) => (Math.abs(x) < 1e-9 ? "0" : x.toFixed(3));
   const rows = r.scores.map((s) => [

@@ -1,6 +1,7 @@
 // thaw models add|list|rm: model registrations on a running orchestrator.
 import { parseArgs } from "node:util";
 import { toJson } from "@bufbuild/protobuf";
+import { clientAdminToken } from "./credentials.js";
 import { ThawClient, tierName } from "../client/thaw-client.js";
 import { ModelInfoSchema, type ModelInfo } from "../gen/thaw/scheduler/v1/scheduler_pb.js";
 import { numberFlag } from "./orchestrator-command.js";
@@ -12,7 +13,8 @@ const USAGE = `usage: thaw models add ID [--source SRC] [--revision REV] [--keep
 Registers, lists and removes the models an orchestrator serves. SRC is a Hugging Face repo id or
 a folder the converter may read (default: ID); a model is converted on its first request.
   --orchestrator URL   orchestrator address (default THAW_ORCHESTRATOR, else http://127.0.0.1:8000)
-Environment: THAW_INTERNAL_TOKEN when the orchestrator requires it.`;
+  --admin-token TOKEN  the operators' secret (default THAW_ADMIN_TOKEN, else the one thaw serve or
+                       thaw orchestrator keeps in $THAW_HOME/admin-token, ./.thaw by default)`;
 
 export async function main(args: string[]): Promise<void> {
   const { values, positionals } = parseArgs({
@@ -20,6 +22,7 @@ export async function main(args: string[]): Promise<void> {
     allowPositionals: true,
     options: {
       orchestrator: { type: "string" },
+      "admin-token": { type: "string" },
       source: { type: "string" },
       revision: { type: "string" },
       "keep-alive": { type: "string" },
@@ -31,7 +34,7 @@ export async function main(args: string[]): Promise<void> {
   });
   const [action, id, ...extra] = positionals;
   if (values.help || action === undefined) return void process.stdout.write(USAGE + "\n");
-  const client = new ThawClient({ baseUrl: values.orchestrator });
+  const client = new ThawClient({ baseUrl: values.orchestrator, token: await clientAdminToken(values) });
   if (extra.length > 0) throw new TypeError(`unexpected arguments: ${extra.join(" ")}`);
   switch (action) {
     case "add": {

@@ -1,10 +1,11 @@
 // thaw orchestrator: the OpenAI edge and the SchedulerService on one port, until SIGINT/SIGTERM.
 import { parseArgs } from "node:util";
-import { DEFAULT_HOST, INTERNAL_TOKEN, STATE_DIR } from "../shared/defaults.js";
+import { DEFAULT_HOST, STATE_DIR } from "../shared/defaults.js";
 import { DEFAULT_MAX_INFLIGHT_PER_AGENT, DEFAULT_MAX_QUEUE, startOrchestrator } from "../orchestrator/orchestrator.js";
 import { DEFAULT_WEIGHTS } from "../orchestrator/scheduler/placement.js";
 import { DEFAULT_SCHEDULER_OPTIONS } from "../orchestrator/scheduler/scheduler.js";
 import type { ConnectionLimits } from "../shared/connection-limits.js";
+import { TOKEN_OPTIONS, TOKEN_USAGE, internalToken, serverAdminToken } from "./credentials.js";
 import { untilSignal } from "./until-signal.js";
 
 export const EDGE_PORT = 8000;
@@ -36,7 +37,12 @@ reflection) on one port. Agents register themselves by heartbeat (thaw agent --s
   --state-dir DIR             where the model registry (models.json) lives (default ${STATE_DIR}; THAW_HOME)
   --converter HOST:PORT       ConverterService used to convert models on their first request
   --model ID[=SOURCE]         register a model at start unless registered (repeatable; SOURCE: Hub id or folder)
-  --api-key KEY               API key required on /v1/* as Bearer (repeatable; also THAW_API_KEYS, comma-separated)
+  --api-key KEY               API key required on /v1/* as Bearer (repeatable; also THAW_API_KEYS, comma-separated);
+                              it grants /v1/* and the generation RPCs only
+${TOKEN_USAGE}
+                              needed for RegisterModel, UnregisterModel, ListAgents, ExplainPlacement (thaw models
+                              add/rm, thaw agents, thaw explain); when none is given, one is made and kept in
+                              <state-dir>/admin-token
   --alpha A --beta B --gamma G --delta D --epsilon E
                               placement weights: score = A·cache_level − B·kv_hit_rate + G·queue_len + D·size/bandwidth
                               + E·eviction_bytes/dram_bandwidth (defaults ${DEFAULT_WEIGHTS.alpha}, ${DEFAULT_WEIGHTS.beta}, ${DEFAULT_WEIGHTS.gamma}, ${DEFAULT_WEIGHTS.delta}, ${DEFAULT_WEIGHTS.epsilon})
@@ -52,7 +58,8 @@ reflection) on one port. Agents register themselves by heartbeat (thaw agent --s
   --shutdown-grace MS         on SIGTERM/SIGINT, how long running requests may finish; streams still open then end
                               with an error event and [DONE] (default ${DEFAULT_SHUTDOWN_GRACE_MS})
 ${CONNECTION_USAGE}
-Environment: THAW_INTERNAL_TOKEN (required on RPCs, sent to agents and the converter), THAW_API_KEYS.`;
+Environment: THAW_INTERNAL_TOKEN (required on Heartbeat, sent to agents and the converter, and what
+agents prove they hold before they are placed on), THAW_ADMIN_TOKEN, THAW_API_KEYS.`;
 
 export const ORCHESTRATOR_OPTIONS = {
   host: { type: "string", default: DEFAULT_HOST },
@@ -75,6 +82,7 @@ export const ORCHESTRATOR_OPTIONS = {
   "progress-timeout": { type: "string" },
   "shutdown-grace": { type: "string" },
   ...CONNECTION_OPTIONS,
+  ...TOKEN_OPTIONS,
   help: { type: "boolean", short: "h" },
 } as const;
 
@@ -135,7 +143,7 @@ export function orchestratorFlags(values: Record<string, unknown>) {
     progressTimeoutMs: numberFlag(values["progress-timeout"], "progress-timeout", { min: 1, integer: true }),
     shutdownGraceMs: numberFlag(values["shutdown-grace"], "shutdown-grace", { integer: true }) ?? DEFAULT_SHUTDOWN_GRACE_MS,
     connectionLimits: connectionFlags(values),
-    token: INTERNAL_TOKEN,
+    token: internalToken(values),
   };
 }
 
@@ -143,8 +151,10 @@ export async function main(args: string[]): Promise<void> {
   const { values } = parseArgs({ args, options: { ...ORCHESTRATOR_OPTIONS, converter: { type: "string" } } });
   if (values.help) return void process.stdout.write(USAGE + "\n");
   const { shutdownGraceMs, ...options } = orchestratorFlags(values);
-  const orchestrator = await startOrchestrator({ ...options, converter: values.converter });
+  const admin = await serverAdminToken(values, options.stateDir);
+  const orchestrator = await startOrchestrator({ ...options, adminToken: admin.token, converter: values.converter });
   process.stderr.write(`thaw orchestrator: serving on ${orchestrator.url} (OpenAI API under /v1, SchedulerService, reflection)\n`);
+  if (admin.file) process.stderr.write(`thaw orchestrator: operator commands use the admin token in ${admin.file}\n`);
   const signal = await untilSignal();
   process.stderr.write(`thaw orchestrator: ${signal}: letting running requests finish (up to ${shutdownGraceMs} ms)\n`);
   await orchestrator.close(shutdownGraceMs);

@@ -8,16 +8,17 @@ import path from "node:path";
 import { parseArgs } from "node:util";
 import { create } from "@bufbuild/protobuf";
 import { startAgent, type RunningAgent } from "../agent/start-agent.js";
-import converterRoutes from "../converter/routes.js";
+import converterRoutes, { CONVERTER_ACCESS } from "../converter/routes.js";
 import { ModelSpecSchema } from "../gen/thaw/scheduler/v1/scheduler_pb.js";
 import { startOrchestrator, type RunningOrchestrator } from "../orchestrator/orchestrator.js";
-import { requireToken } from "../shared/auth.js";
-import { DEFAULT_HOST, INTERNAL_TOKEN, STATE_DIR } from "../shared/defaults.js";
+import { authorize, newToken } from "../shared/auth.js";
+import { DEFAULT_HOST, STATE_DIR } from "../shared/defaults.js";
 import { startServer, type RunningServer } from "../shared/server.js";
 import { openStore } from "../store/open-store.js";
 import { makeTinyModel } from "../tiny-model/tiny-model.js";
 import { GPU_TIER_OPTIONS, gpuTierFlags, parseSize } from "./agent-command.js";
 import { CONNECTION_USAGE, EDGE_PORT, numberFlag, ORCHESTRATOR_OPTIONS, orchestratorFlags } from "./orchestrator-command.js";
+import { TOKEN_USAGE, serverAdminToken } from "./credentials.js";
 import { untilSignal } from "./until-signal.js";
 
 const USAGE = `usage: thaw serve [options]
@@ -30,7 +31,10 @@ With no model registered and no --model, makes the tiny demo model and registers
   --state-dir DIR             state: store, agent tiers, model registry (default ${STATE_DIR}; THAW_HOME)
   --store URL                 checkpoint store (default <state-dir>/store; s3:// and az:// work too)
   --model ID[=SOURCE]         serve this model (repeatable; SOURCE: a Hub id or a local folder; default ID)
-  --api-key KEY               API key required on /v1/* (repeatable; also THAW_API_KEYS)
+  --api-key KEY               API key required on /v1/* (repeatable; also THAW_API_KEYS); grants /v1/* only
+${TOKEN_USAGE}; when none is given, one is
+                              made and kept in <state-dir>/admin-token, where thaw models/agents/explain find it
+                              The internal token, when not given, is made afresh for this run: every part runs here
   --engines LIST              agent engines: auto (one per GPU, else CPU), cpu, cuda:0, … (default auto)
   --python PATH               Python with torch for the engine worker (default THAW_PYTHON, else python3 with torch)
   --dram-bytes SIZE           the agent's pinned pool (default 1G)
@@ -67,7 +71,10 @@ export interface ServeOptions {
   engineArgs?: string[];
   converterPort?: number;
   agentPort?: number;
+  /** Secret of the internal RPCs (heartbeats, agent, converter); default: made afresh, since every part runs here. */
   token?: string;
+  /** The operators' secret (model registry, placement, unload, delete); absent: those RPCs are refused. */
+  adminToken?: string;
   /** Anything else startOrchestrator takes (weights, keep-alive, queue bounds …). */
   orchestrator?: Partial<Parameters<typeof startOrchestrator>[0]>;
   log?: (line: string) => void;
@@ -93,13 +100,16 @@ export async function startSystem(options: ServeOptions): Promise<RunningSystem>
   // Local sources the converter may read: the demo model's folder and every --model folder.
   const models = (options.models ?? []).map((m) => ({ id: m.id, source: isFolder(m.source) ? path.resolve(m.source!) : m.source }));
   const localRoots = [modelsDir, ...models.filter((m) => isFolder(m.source)).map((m) => path.dirname(m.source!))];
+  // Every part runs in this process: the internal token never has to leave it.
+  const token = options.token ?? newToken();
+  const credentials = { internalToken: token, adminToken: options.adminToken };
   const closers: (() => Promise<void>)[] = [];
   try {
     const converter = await startServer({
       routes: converterRoutes({ store, localRoots }),
       host: "127.0.0.1",
       port: options.converterPort ?? 0,
-      interceptors: options.token ? [requireToken(options.token)] : [],
+      interceptors: [authorize(credentials, CONVERTER_ACCESS)],
     });
     closers.push(() => converter.close());
     const converterAddress = `127.0.0.1:${converter.port}`;
@@ -110,7 +120,8 @@ export async function startSystem(options: ServeOptions): Promise<RunningSystem>
       port: options.port ?? EDGE_PORT,
       stateDir,
       converter: converterAddress,
-      token: options.token,
+      token,
+      adminToken: options.adminToken,
       apiKeys: options.apiKeys,
       models,
       log: (line) => log(line),
@@ -130,7 +141,8 @@ export async function startSystem(options: ServeOptions): Promise<RunningSystem>
       store,
       converter: converterAddress,
       scheduler: `127.0.0.1:${orchestrator.port}`,
-      token: options.token,
+      token,
+      adminToken: options.adminToken,
       engines: options.engines,
       python: options.python,
       dramBytes: options.dramBytes,
@@ -178,6 +190,7 @@ export async function main(args: string[]): Promise<void> {
   });
   if (values.help) return void process.stdout.write(USAGE + "\n");
   const flags = orchestratorFlags(values);
+  const admin = await serverAdminToken(values, flags.stateDir);
   const system = await startSystem({
     host: flags.host,
     port: flags.port,
@@ -192,7 +205,8 @@ export async function main(args: string[]): Promise<void> {
     ...gpuTierFlags(values),
     converterPort: numberFlag(values["converter-port"], "converter-port", { integer: true }),
     agentPort: numberFlag(values["agent-port"], "agent-port", { integer: true }),
-    token: INTERNAL_TOKEN,
+    token: flags.token,
+    adminToken: admin.token,
     orchestrator: {
       weights: flags.weights,
       heartbeatIntervalMs: flags.heartbeatIntervalMs,
@@ -210,7 +224,8 @@ export async function main(args: string[]): Promise<void> {
   const auth = flags.apiKeys.length > 0 ? ` -H "Authorization: Bearer $KEY"` : "";
   process.stderr.write(
     `thaw serve: OpenAI API on ${system.url}/v1 (models: ${system.orchestrator.scheduler.listModels().map((m) => m.spec?.id).join(", ")})\n` +
-      `  try: curl ${system.url}/v1/chat/completions${auth} -d '{"model":"${model}","messages":[{"role":"user","content":"hi"}]}'\n`,
+      `  try: curl ${system.url}/v1/chat/completions${auth} -d '{"model":"${model}","messages":[{"role":"user","content":"hi"}]}'\n` +
+      (admin.file ? `  operators: npx thaw models list (the admin token is in ${admin.file})\n` : ""),
   );
   const signal = await untilSignal();
   process.stderr.write(`thaw serve: ${signal}: shutting down (running requests may finish for up to ${flags.shutdownGraceMs} ms)\n`);

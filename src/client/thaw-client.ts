@@ -18,7 +18,10 @@ import { SchedulerService, type ExplainPlacementResponse } from "../gen/thaw/sch
 export interface ThawClientOptions {
   /** Orchestrator base URL or host:port (default http://127.0.0.1:8000). */
   baseUrl?: string;
-  /** Internal token (THAW_INTERNAL_TOKEN) when the orchestrator requires one. */
+  /**
+   * Bearer credential sent on every call (default THAW_ADMIN_TOKEN): an API key grants completions
+   * and ListModels; the admin token also the registry, ListAgents and ExplainPlacement.
+   */
   token?: string;
   /** "grpc" (HTTP/2, default) or "connect" (HTTP/1.1, for proxies that only speak it). */
   protocol?: "grpc" | "connect";
@@ -95,7 +98,7 @@ export class ThawClient {
     const raw = o.baseUrl ?? process.env.THAW_ORCHESTRATOR ?? "http://127.0.0.1:8000";
     const baseUrl = /^https?:\/\//.test(raw) ? raw : `http://${raw}`;
     const interceptors: Interceptor[] = [...(o.interceptors ?? [])];
-    const token = o.token ?? process.env.THAW_INTERNAL_TOKEN;
+    const token = o.token ?? process.env.THAW_ADMIN_TOKEN;
     if (token) {
       interceptors.push((next) => (req) => {
         req.header.set("authorization", `Bearer ${token}`);

@@ -1,10 +1,11 @@
 // The converter process's services: ConverterService, and gRPC server reflection describing it, so
-// operators can call it with grpcurl or `buf curl` without proto files.
+// operators can call it with grpcurl or `buf curl` without proto files; and who may call them.
 import type { ConnectRouter } from "@connectrpc/connect";
 import { ConverterService } from "../gen/thaw/converter/v1/converter_service_pb.js";
 import { modelKey } from "../checkpoint/model-key.js";
 import { readIndex } from "../checkpoint/read-index.js";
 import type { CheckpointStore } from "../store/store.js";
+import { rule, type AccessRules } from "../shared/auth.js";
 import { registerReflection } from "../shared/reflection/reflection.js";
 import { convertModel } from "./convert.js";
 import type { HubSettings } from "./sources/hub-client.js";
@@ -46,3 +47,6 @@ export default function converterRoutes(config: ConverterConfig) {
     registerReflection(router, [ConverterService]);
   };
 }
+
+/** Every converter RPC (Convert, DeleteCheckpoint, reads) is thaw's own or an operator's: the internal or the admin token. */
+export const CONVERTER_ACCESS: AccessRules = new Map([...rule(ConverterService, ["internal", "admin"]), ["*", ["internal", "admin"]]]);

@@ -4,14 +4,14 @@ import path from "node:path";
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import { Registry } from "prom-client";
 import { ModelSpecSchema } from "../gen/thaw/scheduler/v1/scheduler_pb.js";
-import { requireToken } from "../shared/auth.js";
+import { authorize, refuseOpenBind } from "../shared/auth.js";
 import { STATE_DIR } from "../shared/defaults.js";
 import type { ConnectionLimits } from "../shared/connection-limits.js";
 import { startServer, type RunningServer } from "../shared/server.js";
 import { Edge } from "./edge/edge.js";
 import { metricsInterceptor, requestIdInterceptor } from "./interceptors.js";
 import { OrchestratorMetrics } from "./metrics.js";
-import orchestratorRoutes from "./routes.js";
+import orchestratorRoutes, { SCHEDULER_ACCESS } from "./routes.js";
 import { Admission } from "./scheduler/admission.js";
 import { AgentRegistry } from "./scheduler/agent-registry.js";
 import { grpcAgentConnector, grpcConverterLink, type AgentConnector, type ConverterLink } from "./scheduler/links.js";
@@ -29,9 +29,14 @@ export interface OrchestratorOptions {
   modelsFile?: string | null;
   /** ConverterService address (or a link) used to convert models on first use; absent: none. */
   converter?: string | ConverterLink;
-  /** Internal shared secret: required on the RPCs, sent to agents and the converter. */
+  /**
+   * Internal shared secret: required on Heartbeat, sent to agents and the converter, and what
+   * agents prove they hold before they are placed on. Absent: none (a loopback host only).
+   */
   token?: string;
-  /** API keys for /v1/* (Bearer); empty: open. */
+  /** The operators' secret: required on RegisterModel, UnregisterModel, ListAgents, ExplainPlacement. Absent: those are refused. */
+  adminToken?: string;
+  /** API keys for /v1/* and the generation RPCs (Bearer); empty: open. */
   apiKeys?: string[];
   weights?: Partial<PlacementWeights>;
   heartbeatIntervalMs?: number;
@@ -79,6 +84,7 @@ export const DEFAULT_MAX_QUEUE = 1024;
 
 export async function startOrchestrator(options: OrchestratorOptions = {}): Promise<RunningOrchestrator> {
   const log = options.log ?? ((line: string) => process.stderr.write(`thaw orchestrator: ${line}\n`));
+  refuseOpenBind(options.host ?? "127.0.0.1", options.token, "thaw orchestrator");
   const registry = options.registry ?? new Registry();
   const metrics = new OrchestratorMetrics(registry);
   const heartbeatIntervalMs = options.heartbeatIntervalMs ?? DEFAULT_SCHEDULER_OPTIONS.heartbeatIntervalMs;
@@ -120,7 +126,11 @@ export async function startOrchestrator(options: OrchestratorOptions = {}): Prom
     routes: orchestratorRoutes(scheduler),
     host: options.host,
     port: options.port ?? 8000,
-    interceptors: [requestIdInterceptor(), metricsInterceptor(metrics), ...(options.token ? [requireToken(options.token)] : [])],
+    interceptors: [
+      requestIdInterceptor(),
+      metricsInterceptor(metrics),
+      authorize({ internalToken: options.token, adminToken: options.adminToken, apiKeys: options.apiKeys }, SCHEDULER_ACCESS),
+    ],
     fallback: edge.handle,
     limits: options.connectionLimits,
   });

@@ -8,13 +8,16 @@ import { startOrchestrator, type RunningOrchestrator } from "../../src/orchestra
 import { TestAgent } from "../orchestrator/test-agent.js";
 import { PYTHON, PYTHON_ENV } from "./python.js";
 
+/** The operators' secret; thaw_client sends its `token` (default THAW_INTERNAL_TOKEN) as the Bearer credential. */
+const ADMIN = "admin-secret";
+
 const run = promisify(execFile);
 
 let orchestrator: RunningOrchestrator;
 let agent: TestAgent;
 
 test.before(async () => {
-  orchestrator = await startOrchestrator({ port: 0, modelsFile: null, heartbeatIntervalMs: 100, agentExpiryMs: 5000, models: [{ id: "m" }], log: () => {} });
+  orchestrator = await startOrchestrator({ port: 0, modelsFile: null, heartbeatIntervalMs: 100, agentExpiryMs: 5000, adminToken: ADMIN, models: [{ id: "m" }], log: () => {} });
   agent = await TestAgent.start({ id: "a", models: { m: Tier.GPU }, scheduler: orchestrator.url, heartbeatMs: 50 });
 });
 
@@ -24,7 +27,7 @@ test.after.always(async () => {
 });
 
 test("thaw_client: models, agents, explain, chat, completions, errors", async (t) => {
-  const { stdout } = await run(PYTHON, ["test/client/python_client_check.py", `127.0.0.1:${orchestrator.port}`, "m"], { env: PYTHON_ENV });
+  const { stdout } = await run(PYTHON, ["test/client/python_client_check.py", `127.0.0.1:${orchestrator.port}`, "m"], { env: { ...PYTHON_ENV, THAW_INTERNAL_TOKEN: ADMIN } });
   const out = JSON.parse(stdout);
   t.deepEqual(out.models, ["m"]);
   t.deepEqual(out.agents, ["a"]);

@@ -9,13 +9,15 @@ import { TestAgent } from "../orchestrator/test-agent.js";
 
 let orchestrator: RunningOrchestrator;
 let agent: TestAgent;
+const ADMIN = "admin-secret";
+/** Sends the internal token, as an agent does. */
+const internal = () => new ThawClient({ baseUrl: orchestrator.url, token: "s3cret" });
 
 test.before(async () => {
-  orchestrator = await startOrchestrator({ port: 0, modelsFile: null, heartbeatIntervalMs: 100, agentExpiryMs: 5000, token: "s3cret", log: () => {} });
-  agent = await TestAgent.start({ id: "a", models: { m: Tier.DISK }, heartbeatMs: 50 });
-  // The test agent heartbeats without a token, so it reports through a client that has one.
-  const client = new ThawClient({ baseUrl: orchestrator.url, token: "s3cret" });
-  await client.scheduler.heartbeat({ status: agent.status() });
+  orchestrator = await startOrchestrator({ port: 0, modelsFile: null, heartbeatIntervalMs: 100, agentExpiryMs: 5000, token: "s3cret", adminToken: ADMIN, log: () => {} });
+  // Heartbeats are sent by the test (the agent holds the internal token and proves it when asked).
+  agent = await TestAgent.start({ id: "a", models: { m: Tier.DISK }, token: "s3cret" });
+  await internal().scheduler.heartbeat({ status: agent.status() });
 });
 
 test.after.always(async () => {
@@ -25,11 +27,11 @@ test.after.always(async () => {
 
 for (const protocol of ["grpc", "connect"] as const) {
   test.serial(`models, agents, explain and completions over ${protocol}`, async (t) => {
-    const thaw = new ThawClient({ baseUrl: orchestrator.url, token: "s3cret", protocol });
+    const thaw = new ThawClient({ baseUrl: orchestrator.url, token: ADMIN, protocol });
     // What the previous loop loaded is remembered until a heartbeat two intervals later says otherwise.
     agent.tiers.set("m", Tier.DISK);
     await new Promise((r) => setTimeout(r, 250));
-    await thaw.scheduler.heartbeat({ status: agent.status() });
+    await internal().scheduler.heartbeat({ status: agent.status() });
     const info = await thaw.registerModel({ id: "m", source: "org/m", keepAliveSeconds: 60 });
     t.is(info.spec?.source, "org/m");
     t.deepEqual((await thaw.listModels()).map((m) => [m.spec?.id, m.placements.map((p) => [p.agentId, tierName(p.tier)])]), [["m", [["a", "disk"]]]]);
@@ -56,19 +58,23 @@ for (const protocol of ["grpc", "connect"] as const) {
   });
 }
 
-test.serial("without the internal token the orchestrator refuses", async (t) => {
-  const err = await t.throwsAsync(new ThawClient(orchestrator.url.replace("http://", "")).listModels());
+test.serial("without a credential the orchestrator refuses; the internal token only heartbeats", async (t) => {
+  const err = await t.throwsAsync(new ThawClient(orchestrator.url.replace("http://", "")).listAgents());
   t.is((err as ConnectError).code, Code.Unauthenticated);
+  const denied = await t.throwsAsync(internal().listAgents());
+  t.is((denied as ConnectError).code, Code.PermissionDenied);
+  t.regex((denied as ConnectError).rawMessage, /needs the admin token/);
 });
 
 test.serial("RPC responses carry x-request-id; calls are counted by method and code", async (t) => {
-  const thaw = new ThawClient({ baseUrl: orchestrator.url, token: "s3cret" });
+  const thaw = new ThawClient({ baseUrl: orchestrator.url, token: ADMIN });
   let header = null as string | null; // assigned in a callback, which narrowing does not see
   await thaw.scheduler.listAgents({}, { headers: { "x-request-id": "rpc-1" }, onHeader: (h) => (header = h.get("x-request-id")) });
   t.is(header, "rpc-1");
   const metrics = await orchestrator.registry.metrics();
   t.regex(metrics, /rpc_requests_total\{method="ListAgents",code="OK"\} \d+/);
-  t.regex(metrics, /rpc_requests_total\{method="ListModels",code="Unauthenticated"\} 1/);
+  t.regex(metrics, /rpc_requests_total\{method="ListAgents",code="Unauthenticated"\} 1/);
+  t.regex(metrics, /rpc_requests_total\{method="ListAgents",code="PermissionDenied"\} 1/);
   t.regex(metrics, /rpc_requests_total\{method="ChatCompletion",code="NotFound"\} 2/);
   t.regex(metrics, /rpc_duration_seconds_count\{method="Completion"\} 2/);
 });

@@ -5,6 +5,7 @@
 // system for the whole file: the worker takes seconds to import torch).
 import test from "ava";
 import { execFile, spawn, type ChildProcess } from "node:child_process";
+import { readFile, stat } from "node:fs/promises";
 import path from "node:path";
 import { promisify } from "node:util";
 import OpenAI from "openai";
@@ -22,6 +23,8 @@ let url: string;
 let port: number;
 let agentId = "";
 let thaw: ThawClient;
+/** The operators' secret thaw serve made and kept in the state folder. */
+let admin = "";
 
 test.before(async () => {
   stateDir = await dirs.make();
@@ -50,7 +53,8 @@ test.before(async () => {
     serve.once("exit", (code) => reject(new Error(`thaw serve exited with ${code}:\n${logs}`)));
   });
   port = Number(new URL(url).port);
-  thaw = new ThawClient(url);
+  admin = (await readFile(path.join(stateDir, "admin-token"), "utf8")).trim();
+  thaw = new ThawClient({ baseUrl: url, token: admin });
   for (let i = 0; i < 100 && !agentId; i++) {
     agentId = (await thaw.listAgents())[0]?.status?.agentId ?? "";
     if (!agentId) await new Promise((r) => setTimeout(r, 100));
@@ -122,7 +126,8 @@ test.serial("openai (Python): chat, stream, completions, typed errors", async (t
 });
 
 test.serial("the Python client package calls the running system", async (t) => {
-  const { stdout } = await run(PYTHON, ["test/client/python_client_check.py", `127.0.0.1:${port}`, "tiny"], { env: PYTHON_ENV });
+  // thaw_client sends its token (THAW_INTERNAL_TOKEN by default) as the Bearer credential: the admin token here.
+  const { stdout } = await run(PYTHON, ["test/client/python_client_check.py", `127.0.0.1:${port}`, "tiny"], { env: { ...PYTHON_ENV, THAW_INTERNAL_TOKEN: admin } });
   const out = JSON.parse(stdout);
   t.deepEqual(out.models, ["tiny"]);
   t.deepEqual(out.agents, [agentId]);
@@ -132,8 +137,13 @@ test.serial("the Python client package calls the running system", async (t) => {
   t.is(out.not_found, "NOT_FOUND");
 });
 
-test.serial("operator CLI: thaw models, thaw agents, thaw explain", async (t) => {
-  const thaw = (...args: string[]) => run(process.execPath, [path.resolve("src/cli/thaw.js"), ...args, "--orchestrator", url]);
+test.serial("operator CLI: thaw models, thaw agents, thaw explain (with the admin token serve keeps in its state folder)", async (t) => {
+  t.is((await stat(path.join(stateDir, "admin-token"))).mode & 0o777, 0o600);
+  // THAW_HOME names the state folder, where the operator commands find the admin token.
+  const env = { ...process.env, THAW_HOME: stateDir, THAW_ADMIN_TOKEN: "" };
+  const thaw = (...args: string[]) => run(process.execPath, [path.resolve("src/cli/thaw.js"), ...args, "--orchestrator", url], { env });
+  const anonymous = await run(process.execPath, [path.resolve("src/cli/thaw.js"), "agents", "--orchestrator", url], { env: { ...env, THAW_HOME: path.join(stateDir, "elsewhere") } }).catch((err: { stderr: string }) => err);
+  t.regex(anonymous.stderr, /ListAgents needs the admin token/);
   t.regex((await thaw("models", "list")).stdout, /^tiny\s+\/.*tiny@main/m);
   t.regex((await thaw("agents")).stdout, new RegExp(`${agentId}\\s+127\\.0\\.0\\.1:\\d+\\s+live`));
   const explained = (await thaw("explain", "tiny")).stdout;

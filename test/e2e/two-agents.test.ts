@@ -1,7 +1,8 @@
 // Two real agents on loopback (`thaw agent` processes, each with its Python engine worker on
-// CPU), a converter and an orchestrator: the scheduler places by score (asserted through
-// ExplainPlacement), and an agent killed mid-stream gives the client an in-band error while the
-// next request goes to the other agent.
+// CPU), a converter and an orchestrator, all sharing an internal token as a deployment does: the
+// agents prove it before they are placed on (and to each other as chunk peers), the scheduler
+// places by score (asserted through ExplainPlacement), and an agent killed mid-stream gives the
+// client an in-band error while the next request goes to the other agent.
 import test from "ava";
 import { spawn, type ChildProcess } from "node:child_process";
 import path from "node:path";
@@ -10,7 +11,8 @@ import { Tier } from "../../src/gen/thaw/agent/v1/agent_pb.js";
 import { AgentService } from "../../src/gen/thaw/agent/v1/agent_service_pb.js";
 import { ConverterService } from "../../src/gen/thaw/converter/v1/converter_service_pb.js";
 import { ConverterServiceImpl } from "../../src/converter/converter-service.js";
-import { converterDeps } from "../../src/converter/routes.js";
+import { CONVERTER_ACCESS, converterDeps } from "../../src/converter/routes.js";
+import { authorize } from "../../src/shared/auth.js";
 import { ThawClient } from "../../src/client/thaw-client.js";
 import { startOrchestrator, type RunningOrchestrator } from "../../src/orchestrator/orchestrator.js";
 import { grpcClient } from "../../src/shared/clients.js";
@@ -25,6 +27,8 @@ let converter: RunningServer;
 let orchestrator: RunningOrchestrator;
 let thaw: ThawClient;
 const agents = new Map<string, ChildProcess>();
+const TOKEN = "two-agents-internal-token";
+const ADMIN = "two-agents-admin-token";
 
 function startAgentProcess(id: string, dir: string, store: string, scheduler: string): ChildProcess {
   const child = spawn(
@@ -43,7 +47,7 @@ function startAgentProcess(id: string, dir: string, store: string, scheduler: st
       "--disk-bytes", "1G",
       "--engine-arg=--threads=1",
     ],
-    { stdio: ["ignore", "pipe", "pipe"] },
+    { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, THAW_INTERNAL_TOKEN: TOKEN, THAW_ADMIN_TOKEN: "" } },
   );
   child.stdout!.on("data", (d) => logs.push(`${id}: ${d}`));
   child.stderr!.on("data", (d) => logs.push(`${id}: ${d}`));
@@ -70,6 +74,7 @@ test.before(async () => {
   const store = await LocalStore.open(path.join(dir, "store"));
   converter = await startServer({
     routes: (router: ConnectRouter) => router.service(ConverterService, new ConverterServiceImpl(converterDeps({ store, localRoots: [models] }))),
+    interceptors: [authorize({ internalToken: TOKEN }, CONVERTER_ACCESS)],
   });
   orchestrator = await startOrchestrator({
     port: 0,
@@ -77,10 +82,12 @@ test.before(async () => {
     converter: `127.0.0.1:${converter.port}`,
     heartbeatIntervalMs: 200,
     agentExpiryMs: 1500,
+    token: TOKEN,
+    adminToken: ADMIN,
     models: [{ id: "tiny", source: path.join(models, "tiny") }],
     log: (line) => logs.push(`orchestrator: ${line}`),
   });
-  thaw = new ThawClient(orchestrator.url);
+  thaw = new ThawClient({ baseUrl: orchestrator.url, token: ADMIN });
   const scheduler = `127.0.0.1:${orchestrator.port}`;
   for (const id of ["agent-a", "agent-b"]) startAgentProcess(id, dir, path.join(dir, "store"), scheduler);
   // Both agents heartbeating with a warm engine worker.
@@ -112,7 +119,7 @@ test.serial("the scheduler places by score: the agent that holds the model on it
   const warm = (await thaw.listModels())[0].placements.find((p) => p.tier === Tier.GPU)?.agentId;
   const [onGpu, other] = warm === "agent-b" ? [b, a] : [a, b];
   // Only that agent has it (the other may hold chunks if it helped download them: drop them).
-  await grpcClient(AgentService, other.address)
+  await grpcClient(AgentService, other.address, { token: TOKEN })
     .unloadModel({ ref: { modelId: "tiny", revision: "main" }, downTo: Tier.DISK })
     .catch(() => undefined);
   await until("heartbeats to show the cache", async () => {

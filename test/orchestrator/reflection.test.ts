@@ -20,13 +20,16 @@ import { TestAgent } from "./test-agent.js";
 const run = promisify(execFile);
 const GRPCURL_VERSION = "v1.9.3";
 const SCHEDULER = "thaw.scheduler.v1.SchedulerService";
+const ADMIN = "admin-secret";
+/** ExplainPlacement and ListAgents are the operators': the admin token goes along. */
+const AS_ADMIN = ["-H", `authorization: Bearer ${ADMIN}`];
 
 let orchestrator: RunningOrchestrator;
 let agent: TestAgent;
 let address: string;
 
 test.before(async () => {
-  orchestrator = await startOrchestrator({ port: 0, modelsFile: null, heartbeatIntervalMs: 100, agentExpiryMs: 5000, models: [{ id: "m" }], log: () => {} });
+  orchestrator = await startOrchestrator({ port: 0, modelsFile: null, heartbeatIntervalMs: 100, agentExpiryMs: 5000, adminToken: ADMIN, models: [{ id: "m" }], log: () => {} });
   agent = await TestAgent.start({ id: "a", models: { m: Tier.GPU }, scheduler: orchestrator.url, heartbeatMs: 50 });
   address = `127.0.0.1:${orchestrator.port}`;
 });
@@ -48,7 +51,7 @@ function findGrpcurl(): { path?: string; why?: string } {
 const grpcurl = findGrpcurl();
 
 test("buf curl lists services and calls SchedulerService RPCs through reflection (v1 and v1alpha)", async (t) => {
-  const buf = ["buf", "curl", "--http2-prior-knowledge", "--protocol", "grpc"];
+  const buf = ["buf", "curl", "--http2-prior-knowledge", "--protocol", "grpc", ...AS_ADMIN];
   const listed = await run("npx", [...buf, "--list-services", orchestrator.url]);
   t.deepEqual(listed.stdout.trim().split("\n").sort(), ["grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection", SCHEDULER]);
   const methods = await run("npx", [...buf, "--list-methods", orchestrator.url]);
@@ -73,7 +76,7 @@ test("buf curl lists services and calls SchedulerService RPCs through reflection
   t.regex(described.stdout, /returns \( stream \.thaw\.scheduler\.v1\.ChatCompletionResponse \)/);
   const message = await run(g, ["-plaintext", address, "describe", "thaw.agent.v1.AgentStatus"]);
   t.regex(message.stdout, /repeated \.thaw\.agent\.v1\.ModelCacheEntry models/);
-  const agents = JSON.parse((await run(g, ["-plaintext", "-d", "{}", address, `${SCHEDULER}/ListAgents`])).stdout);
+  const agents = JSON.parse((await run(g, ["-plaintext", ...AS_ADMIN, "-d", "{}", address, `${SCHEDULER}/ListAgents`])).stdout);
   t.is(agents.agents[0].status.agentId, "a");
   const chat = await run(g, ["-plaintext", "-d", '{"model":"m","messages":[{"role":"user","content":"hi"}]}', address, `${SCHEDULER}/ChatCompletion`]);
   t.regex(chat.stdout, /"text": "Hello"/);

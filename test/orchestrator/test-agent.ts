@@ -23,6 +23,8 @@ import {
 } from "../../src/gen/thaw/agent/v1/agent_service_pb.js";
 import { FinishReason } from "../../src/gen/thaw/engine/v1/engine_pb.js";
 import { SchedulerService } from "../../src/gen/thaw/scheduler/v1/scheduler_service_pb.js";
+import { AGENT_ACCESS } from "../../src/agent/routes.js";
+import { authorize, sendToken } from "../../src/shared/auth.js";
 import { startServer, type RunningServer } from "../../src/shared/server.js";
 
 export interface TestAgentOptions {
@@ -61,6 +63,10 @@ export interface TestAgentOptions {
   dramPoolBytes?: number;
   /** Called as each Infer arrives (before any token). */
   onInfer?: (call: InferCall) => void;
+  /** Internal token: required on its RPCs, proven to the scheduler, sent with heartbeats (as a real agent does). */
+  token?: string;
+  /** Address it reports in heartbeats instead of its own (a stranger's, or one where nothing listens). */
+  advertise?: string;
 }
 
 export interface InferCall {
@@ -114,13 +120,16 @@ export class TestAgent {
 
   static async start(options: TestAgentOptions): Promise<TestAgent> {
     const agent = new TestAgent(options);
-    agent.server = await startServer({ routes: (router: ConnectRouter) => router.service(AgentService, agent.impl()) });
+    agent.server = await startServer({
+      routes: (router: ConnectRouter) => router.service(AgentService, agent.impl()),
+      interceptors: [authorize({ internalToken: options.token }, AGENT_ACCESS, () => ({ agentId: agent.id, address: agent.address }))],
+    });
     if (options.scheduler) await agent.beat(options.scheduler);
     return agent;
   }
 
   get address(): string {
-    return `127.0.0.1:${this.server!.port}`;
+    return this.options.advertise ?? `127.0.0.1:${this.server!.port}`;
   }
 
   get url(): string {
@@ -202,7 +211,8 @@ export class TestAgent {
   /** Starts heartbeating to the scheduler at `url` (first heartbeat before returning). */
   async beat(url: string): Promise<void> {
     this.beating = true;
-    const client = createClient(SchedulerService, createGrpcTransport({ baseUrl: url }));
+    const interceptors = this.options.token ? [sendToken(this.options.token)] : [];
+    const client = createClient(SchedulerService, createGrpcTransport({ baseUrl: url, interceptors }));
     const send = async () => {
       try {
         await client.heartbeat({ status: this.status() });

@@ -1,4 +1,6 @@
-// Agents as the scheduler knows them: soft state rebuilt from heartbeats. An agent whose
+// Agents as the scheduler knows them: soft state rebuilt from heartbeats. An agent is placed on
+// only once it proved itself at the address it reports (agent-identity.ts): a heartbeat alone,
+// which anyone might send, never attracts requests. An agent whose
 // heartbeats stop for longer than the expiry is not placed on; one that failed a call is "suspect"
 // (not placed on) until a status probe answers again — and, after a call that hung, not before a
 // hold has passed, since a hung load says nothing about whether GetStatus answers; one silent for
@@ -15,6 +17,11 @@ export interface AgentRecord {
   suspect?: string;
   /** A probe clears the suspicion only from this time on (ms; 0: at once). */
   suspectUntilMs: number;
+  /** The address the agent proved itself at; it is placed on only while it reports that address. */
+  verifiedAddress?: string;
+  /** Why the last proof failed (for ExplainPlacement), and when the next may be tried (ms). */
+  unverified?: string;
+  nextVerifyMs: number;
 }
 
 export interface AgentRegistryOptions {
@@ -43,7 +50,7 @@ export class AgentRegistry {
     let record = this.agents.get(id);
     const wasLive = record !== undefined && this.isLive(record);
     if (record === undefined) {
-      record = { id, status, lastHeartbeatMs: now, firstSeenMs: now, suspectUntilMs: 0 };
+      record = { id, status, lastHeartbeatMs: now, firstSeenMs: now, suspectUntilMs: 0, nextVerifyMs: 0 };
       this.agents.set(id, record);
     } else {
       record.status = status;
@@ -62,9 +69,32 @@ export class AgentRegistry {
     return this.now() - record.lastHeartbeatMs <= this.options.expiryMs;
   }
 
-  /** Live and not suspect: may be placed on. */
+  /** Proved itself at the address it reports now. */
+  isVerified(record: AgentRecord): boolean {
+    return record.verifiedAddress !== undefined && record.verifiedAddress === record.status.address;
+  }
+
+  /** Verified, live and not suspect: may be placed on. */
   isUsable(record: AgentRecord): boolean {
-    return record.suspect === undefined && this.isLive(record);
+    return record.suspect === undefined && this.isLive(record) && this.isVerified(record);
+  }
+
+  /** The agent proved itself at `address`. */
+  verified(id: string, address: string): void {
+    const r = this.agents.get(id);
+    if (r === undefined) return;
+    r.verifiedAddress = address;
+    r.unverified = undefined;
+    r.nextVerifyMs = 0;
+    if (this.isUsable(r)) this.changed();
+  }
+
+  /** The proof failed: not placed on, and not tried again before `retryAtMs`. */
+  verifyFailed(id: string, reason: string, retryAtMs: number): void {
+    const r = this.agents.get(id);
+    if (r === undefined) return;
+    r.unverified = reason;
+    r.nextVerifyMs = retryAtMs;
   }
 
   /** Every known agent ordered by id, after dropping those silent for longer than forgetMs. */

@@ -4,6 +4,7 @@ import { Code, ConnectError, type Client } from "@connectrpc/connect";
 import { AgentService } from "../../gen/thaw/agent/v1/agent_service_pb.js";
 import type { CheckpointIndex, CheckpointRef } from "../../gen/thaw/checkpoint/v1/checkpoint_pb.js";
 import { ConvertPhase, ConverterService } from "../../gen/thaw/converter/v1/converter_service_pb.js";
+import { identifyAgent } from "../../shared/agent-identity.js";
 import { grpcClient } from "../../shared/clients.js";
 
 export type AgentClient = Client<typeof AgentService>;
@@ -11,12 +12,19 @@ export type AgentClient = Client<typeof AgentService>;
 /** Clients for agents by address. */
 export interface AgentConnector {
   client(address: string): AgentClient;
+  /**
+   * The id of the agent at `address` once it proved it is one (agent-identity.ts); rejects
+   * otherwise. Absent only for connectors to agents in this process (tests, simulations): every
+   * agent then counts as verified.
+   */
+  identify?(address: string, timeoutMs: number): Promise<string>;
 }
 
 /** gRPC (h2c) clients, one per address, reused by every call (HTTP/2 multiplexes the streams). */
 export function grpcAgentConnector(options: { token?: string } = {}): AgentConnector {
   const clients = new Map<string, AgentClient>();
   return {
+    identify: (address, timeoutMs) => identifyAgent(address, { token: options.token, timeoutMs }),
     client(address) {
       let client = clients.get(address);
       if (client === undefined) {

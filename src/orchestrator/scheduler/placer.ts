@@ -49,6 +49,7 @@ export class Placer {
     const candidates: PlacementCandidate[] = agents.all().map((a) => {
       let ineligible: string | undefined;
       if (!agents.isLive(a)) ineligible = `expired: no heartbeat for ${((now - a.lastHeartbeatMs) / 1000).toFixed(1)}s`;
+      else if (!agents.isVerified(a)) ineligible = `unverified: ${a.unverified ?? "its proof is pending"}`;
       else if (a.suspect !== undefined) ineligible = `suspect: ${a.suspect}`;
       else if (exclude.has(a.id)) ineligible = "failed this request already";
       return { status: a.status, inflight: admission.inflight(a.id), ineligible, tierOverride: residency.tierOverride(a.id, ref), devices: residency.devices(a) };

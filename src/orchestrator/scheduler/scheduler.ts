@@ -94,7 +94,15 @@ export class Scheduler {
     const { agents, models, admission, metrics, connector } = deps;
     this.residency = new Residency({ heartbeatIntervalMs: o.heartbeatIntervalMs, now });
     this.conversions = new Conversions({ models, metrics, converter: deps.converter, log });
-    this.probes = new AgentProbes({ agents, connector, heartbeat: (s) => this.heartbeat(s), probeTimeoutMs: Math.max(500, o.heartbeatIntervalMs), log });
+    this.probes = new AgentProbes({
+      agents,
+      connector,
+      heartbeat: (s) => this.heartbeat(s),
+      probeTimeoutMs: Math.max(500, o.heartbeatIntervalMs),
+      verifyRetryMs: Math.max(1000, 2 * o.heartbeatIntervalMs),
+      now,
+      log,
+    });
     this.loads = new ModelLoads({
       agents,
       residency: this.residency,
@@ -163,9 +171,15 @@ export class Scheduler {
 
   // ─── agents and models ─────────────────────────────────────────────────────────────────────────
 
-  heartbeat(status: AgentStatus): { intervalMs: number } {
+  /**
+   * Records an agent's status. The heartbeat that introduces an agent (or a new address of one) is
+   * answered once the agent proved itself there; until then it is listed but not placed on, and
+   * the heartbeat fails with why (PERMISSION_DENIED), which the agent logs.
+   */
+  async heartbeat(status: AgentStatus): Promise<{ intervalMs: number }> {
     const record = this.deps.agents.heartbeat(status);
     this.residency.heartbeat(record);
+    await this.probes.verify(record);
     return { intervalMs: this.options.heartbeatIntervalMs };
   }
 

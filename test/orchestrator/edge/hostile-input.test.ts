@@ -11,6 +11,7 @@ import OpenAI from "openai";
 import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { ThawClient } from "../../../src/client/thaw-client.js";
+import { ADMIN } from "../scheduler/system.js";
 import { Tier } from "../../../src/gen/thaw/agent/v1/agent_pb.js";
 import { ChatCompletionRequestSchema } from "../../../src/gen/thaw/scheduler/v1/scheduler_service_pb.js";
 import { startOrchestrator, type RunningOrchestrator } from "../../../src/orchestrator/orchestrator.js";
@@ -30,6 +31,7 @@ test.before(async () => {
     agentWaitMs: 300,
     maxAttempts: 1,
     models: [{ id: "m" }, { id: "local", source: "/home/someone/secret-models/local" }, { id: "hub", source: "org/hub-model" }],
+    adminToken: ADMIN,
     log: () => {},
   });
   agent = await TestAgent.start({ id: "a", models: { m: Tier.GPU }, scheduler: orchestrator.url, heartbeatMs: 50 });
@@ -84,7 +86,7 @@ test.serial("numbers beyond the proto fields they fill are 400s naming the field
   t.is((sdk as InstanceType<typeof OpenAI.BadRequestError>).param, "max_tokens");
 
   t.is(agent.infers.length, infers, "nothing reached the agent");
-  const explained = await new ThawClient(orchestrator.url).explainPlacement("m");
+  const explained = await new ThawClient({ baseUrl: orchestrator.url, token: ADMIN }).explainPlacement("m");
   t.is(explained.scores[0].ineligibleReason, "", "the agent is still placed on");
   // Limits themselves pass: the largest values the fields hold.
   const edge = await openai.chat.completions.create({ ...chat, messages: [{ role: "user", content: "hi" }], max_tokens: 4, seed: 2 ** 63, top_k: 4294967295 } as never);
@@ -100,7 +102,7 @@ test.serial("an agent's answer to bad input (INVALID_ARGUMENT) is a 400 and does
   } finally {
     agent.options.maxModelLen = undefined;
   }
-  t.is((await new ThawClient(orchestrator.url).explainPlacement("m")).scores[0].ineligibleReason, "");
+  t.is((await new ThawClient({ baseUrl: orchestrator.url, token: ADMIN }).explainPlacement("m")).scores[0].ineligibleReason, "");
   t.is((await openai.chat.completions.create({ model: "m", messages: [{ role: "user", content: "hi" }] })).choices[0].message.content, "Hello, world!");
 });
 
@@ -135,7 +137,7 @@ test.serial("an agent that cancels from its side (its process ending) is a 503 s
   t.is(e.code, "service_unavailable");
   t.regex(e.message, /agent a went away/);
   // the agent is suspect until a probe answers, which the running TestAgent does
-  await until(async () => (await new ThawClient(orchestrator.url).explainPlacement("m")).scores[0].ineligibleReason === "");
+  await until(async () => (await new ThawClient({ baseUrl: orchestrator.url, token: ADMIN }).explainPlacement("m")).scores[0].ineligibleReason === "");
 });
 
 /** An orchestrator with one TestAgent in a child process that the test can SIGKILL; lines the child prints come through `lines`. */

@@ -20,7 +20,13 @@ async function client(now = () => 1_000_000) {
       models: await ModelRegistry.open(undefined, now),
       admission: new Admission({ maxInflightPerAgent: 4, maxQueue: 4 }),
       metrics: new OrchestratorMetrics(new Registry()),
-      connector: { client: () => { throw new Error("no agent calls in these tests"); } },
+      connector: {
+        client: () => {
+          throw new Error("no agent calls in these tests");
+        },
+        // Every agent here proves itself: "a:1" is agent "a".
+        identify: async (address) => address.split(":")[0],
+      },
       now,
     },
     { weights: { alpha: 2, beta: 1, gamma: 0.5, delta: 0.25, epsilon: 3 }, heartbeatIntervalMs: 750, agentWaitMs: 0 },
@@ -31,7 +37,7 @@ async function client(now = () => 1_000_000) {
 
 test("heartbeats name the interval and need an agent id and address", async (t) => {
   const c = await client();
-  t.is((await c.heartbeat({ status: { agentId: "a", address: "127.0.0.1:1" } })).intervalMs, 750);
+  t.is((await c.heartbeat({ status: { agentId: "a", address: "a:1" } })).intervalMs, 750);
   for (const status of [undefined, { agentId: "", address: "x:1" }, { agentId: "a", address: "" }]) {
     const err = await t.throwsAsync(c.heartbeat({ status }));
     t.is((err as ConnectError).code, Code.InvalidArgument);

@@ -10,7 +10,7 @@ import { startOrchestrator, type RunningOrchestrator } from "../../../src/orches
 import type { ConverterLink } from "../../../src/orchestrator/scheduler/links.js";
 import { sleep, TestAgent } from "../test-agent.js";
 import { tempDirs } from "../../fixtures/temp-dir.js";
-import { heartbeatRound, index, system, until } from "./system.js";
+import { ADMIN, heartbeatRound, index, system, until } from "./system.js";
 
 const dirs = tempDirs("thaw-scheduler-");
 test.after.always(() => dirs.cleanup());
@@ -179,17 +179,17 @@ test("agents expire without heartbeats; a restarted orchestrator rebuilds its vi
   let clock = 0;
   const now = () => clock;
   const modelsFile = path.join(await dirs.make(), "models.json");
-  const first = await startOrchestrator({ port: 0, modelsFile, heartbeatIntervalMs: 100, agentExpiryMs: 300, now, log: () => {} });
+  const first = await startOrchestrator({ port: 0, modelsFile, heartbeatIntervalMs: 100, agentExpiryMs: 300, now, adminToken: ADMIN, log: () => {} });
   const port = first.port;
   const agent = await TestAgent.start({ id: "a", models: { m: Tier.DISK }, scheduler: first.url, heartbeatMs: 50 });
   t.teardown(() => agent.close());
-  const client = new ThawClient(first.url);
+  const client = new ThawClient({ baseUrl: first.url, token: ADMIN });
   await client.registerModel({ id: "m", source: "org/m", keepAliveSeconds: 30 });
   await first.close();
   agent.stopHeartbeats();
 
   let second: RunningOrchestrator | undefined;
-  second = await startOrchestrator({ port, modelsFile, heartbeatIntervalMs: 100, agentExpiryMs: 300, now, log: () => {} });
+  second = await startOrchestrator({ port, modelsFile, heartbeatIntervalMs: 100, agentExpiryMs: 300, now, adminToken: ADMIN, log: () => {} });
   t.teardown(() => second!.close());
   t.deepEqual((await client.listModels()).map((m) => [m.spec?.id, m.spec?.source, m.spec?.keepAliveSeconds]), [["m", "org/m", 30]]);
   t.deepEqual(await client.listAgents(), [], "no heartbeat yet");

@@ -7,6 +7,9 @@ import { ThawClient } from "../../../src/client/thaw-client.js";
 import { startOrchestrator, type OrchestratorOptions } from "../../../src/orchestrator/orchestrator.js";
 import { sleep, TestAgent, type TestAgentOptions } from "../test-agent.js";
 
+/** The operators' secret of the orchestrators these tests start (RegisterModel, ExplainPlacement need it). */
+export const ADMIN = "admin-secret";
+
 export async function system(t: ExecutionContext, agents: Omit<TestAgentOptions, "scheduler">[], options: OrchestratorOptions = {}) {
   const orchestrator = await startOrchestrator({
     port: 0,
@@ -18,6 +21,7 @@ export async function system(t: ExecutionContext, agents: Omit<TestAgentOptions,
     agentWaitMs: 1000,
     models: [{ id: "m" }],
     log: () => {},
+    adminToken: ADMIN,
     ...options,
   });
   const started: TestAgent[] = [];
@@ -26,7 +30,7 @@ export async function system(t: ExecutionContext, agents: Omit<TestAgentOptions,
     for (const a of started) await a.close();
     await orchestrator.close();
   });
-  return { orchestrator, agents: started, client: new ThawClient(orchestrator.url) };
+  return { orchestrator, agents: started, client: new ThawClient({ baseUrl: orchestrator.url, token: ADMIN }) };
 }
 
 /** Polls `cond` until it holds (for state only observable from outside, such as another process's view). */
