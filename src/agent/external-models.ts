@@ -55,7 +55,12 @@ export class ExternalModels {
   /** Serves `key` with a runtime started with `command` (the first time it is named). */
   register(ref: CheckpointRef, key: string, command: readonly string[]): void {
     if (!this.options.allowLaunch) {
-      throw new ConnectError("this agent does not start external runtimes (start it with --allow-launch)", Code.PermissionDenied);
+      // The caller's (the registration's) precondition, not a credential problem: a 400 that says what to do.
+      throw new ConnectError(
+        `${key} names a launch command, and this agent starts launch commands only when it runs with --allow-launch ` +
+          "(or serve the model on it with --external MODEL=COMMAND, or register it without a launch command)",
+        Code.FailedPrecondition,
+      );
     }
     const existing = this.runtimes.get(key);
     if (existing !== undefined) {

@@ -2,7 +2,8 @@
 // internal or the admin token; peers a call names are used only once they proved they hold the
 // internal token (a stranger is refused and never read from; one that does not answer is skipped);
 // a proven peer's chunks are still checked against the store's index, never against the peer's;
-// and a process that would listen beyond loopback without an internal token does not start.
+// a process that would listen beyond loopback without an internal token does not start; and a
+// launch command the agent does not allow is the caller's 400, saying what to do.
 import test from "ava";
 import { createHash } from "node:crypto";
 import { readFile } from "node:fs/promises";
@@ -12,6 +13,7 @@ import { Code, ConnectError, type ConnectRouter } from "@connectrpc/connect";
 import { AgentService, type ReadChunkRequest } from "../../src/gen/thaw/agent/v1/agent_service_pb.js";
 import { ConverterService } from "../../src/gen/thaw/converter/v1/converter_service_pb.js";
 import { CheckpointIndexSchema } from "../../src/gen/thaw/checkpoint/v1/checkpoint_pb.js";
+import { ModelSpecSchema } from "../../src/gen/thaw/scheduler/v1/scheduler_pb.js";
 import { Tier } from "../../src/gen/thaw/agent/v1/agent_pb.js";
 import { ConverterServiceImpl } from "../../src/converter/converter-service.js";
 import { CONVERTER_ACCESS, converterDeps } from "../../src/converter/routes.js";
@@ -200,4 +202,18 @@ test("an agent or an orchestrator that would listen beyond loopback without an i
   const open = await startAgent({ dir, host: "0.0.0.0", port: 0, engines: "none", dramBytes: 0, token: TOKEN, log: () => {} });
   t.regex(open.url, /^http:\/\/127\.0\.0\.1:\d+$/);
   await open.close();
+});
+
+test("a launch command the agent does not allow is a 400 at the edge that says what to do, and the agent stays usable", async (t) => {
+  const orchestrator = await startOrchestrator({ port: 0, modelsFile: null, heartbeatIntervalMs: 100, agentWaitMs: 2000, maxAttempts: 1, token: TOKEN, adminToken: ADMIN, log: () => {} });
+  cleanups.push(() => orchestrator.close());
+  await agentWith({ scheduler: `127.0.0.1:${orchestrator.port}`, heartbeatIntervalMs: 100 });
+  await orchestrator.scheduler.registerModel(create(ModelSpecSchema, { id: "ext", launchCommand: ["sh", "-c", "exit 0"] }));
+  const res = await fetch(`${orchestrator.url}/v1/chat/completions`, { method: "POST", body: JSON.stringify({ model: "ext", messages: [{ role: "user", content: "x" }] }) });
+  t.is(res.status, 400);
+  const body = (await res.json()) as { error: { message: string; type: string } };
+  t.is(body.error.type, "invalid_request_error");
+  t.regex(body.error.message, /--allow-launch/);
+  t.notRegex(body.error.message, /TOKEN/);
+  t.is(orchestrator.scheduler.explain("ext")[0].ineligibleReason, "");
 });

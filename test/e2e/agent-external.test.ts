@@ -167,7 +167,8 @@ test.serial("LoadModel can name the command (launch_command) when the agent allo
   const refused = await t.throwsAsync(async () => {
     for await (const _ of client.client.loadModel({ ref: dynamic, launchCommand }));
   });
-  t.is(ConnectError.from(refused).code, Code.PermissionDenied);
+  t.is(ConnectError.from(refused).code, Code.FailedPrecondition);
+  t.regex(ConnectError.from(refused).rawMessage, /starts launch commands only when it runs with --allow-launch/);
   client.close();
   await strict.close();
 });
