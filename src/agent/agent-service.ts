@@ -26,6 +26,7 @@ import { type InferResponseInit, inferOnEngine, inferOnExternal, notLoaded } fro
 import { type LoadProgress, type LoadResult, type ModelLoader, normalRef, refKey } from "./model-loader.js";
 import { pushStream } from "../shared/push-stream.js";
 import type { RequestCounter } from "./request-counter.js";
+import type { TextWorkers } from "./text-workers.js";
 
 /** Bytes per ReadChunk message (as the converter sends them). */
 export const READ_CHUNK_PIECE = 1 << 20;
@@ -38,6 +39,8 @@ export interface AgentServiceDeps {
   requests: RequestCounter;
   /** Which peers a caller names may be fetched from. */
   peers: PeerAdmission;
+  /** Where prompts are rendered and tokenised (off the event loop). */
+  textWorkers: TextWorkers;
   status(): AgentStatus;
   log: (line: string) => void;
 }
@@ -175,7 +178,7 @@ export class AgentServiceImpl implements ServiceImpl<typeof AgentService> {
         return;
       }
       if (this.deps.gpu.find(key) === undefined) throw notLoaded(key);
-      yield* inferOnEngine(this.deps.gpu, key, this.deps.loader.text(key), request, ctx.signal);
+      yield* inferOnEngine(this.deps.gpu, key, this.deps.loader.text(key), this.deps.textWorkers, request, ctx.signal);
     } finally {
       done();
     }

@@ -1,4 +1,5 @@
-// Infer on thaw's own engine: the prompt becomes token ids here (chat template, tokenizer), the
+// Infer on thaw's own engine: the prompt becomes token ids (chat template, tokenizer) in a text
+// worker thread, after a length check no prompt too long for the context passes; the engine
 // worker's Generate streams token ids back, and they become text here again — incrementally,
 // never splitting a UTF-8 character, holding back what could be the start of a stop string.
 // Cancelling the Infer call cancels the Generate call, which frees the sequence in the engine.
@@ -10,28 +11,42 @@ import type { TokenOutputSchema } from "../gen/thaw/agent/v1/agent_pb.js";
 import { IncrementalDetokenizer } from "./detokenizer.js";
 import type { ExternalRuntime } from "./external-runtime.js";
 import type { GpuTier } from "./gpu-tier.js";
-import type { ModelText } from "./model-text.js";
+import { MAX_TEMPLATE_BYTES, type ModelText, promptTooLong } from "./model-text.js";
 import { StopStringMatcher } from "./stop-strings.js";
+import type { TextWorkers } from "./text-workers.js";
 
 export type InferResponseInit = MessageInitShape<typeof InferResponseSchema>;
 type TokenOutputInit = MessageInitShape<typeof TokenOutputSchema>;
 
-/** The prompt of a request as token ids (and as text, for echo). */
-export function promptIds(request: InferRequest, text: ModelText | undefined): { ids: number[]; text: string } {
+/**
+ * The prompt of a request as token ids (and as text, for echo). Text too long for the model's
+ * context is refused before anything is rendered or tokenised; the rest happens in `workers`.
+ */
+export async function promptIds(request: InferRequest, text: ModelText | undefined, workers: TextWorkers, signal?: AbortSignal): Promise<{ ids: number[]; text: string }> {
   switch (request.prompt.case) {
     case "chat": {
       if (text === undefined) throw new ConnectError("the model has no tokenizer files", Code.FailedPrecondition);
       const chat = request.prompt.value;
-      const rendered = text.renderChat(chat.messages, chat.addGenerationPrompt, chat.chatTemplate);
-      // The template already wrote the special tokens (BOS); encoding must not add them again.
-      return { ids: text.encode(rendered, false), text: rendered };
+      const bytes = chat.messages.reduce((n, m) => n + Buffer.byteLength(m.content) + Buffer.byteLength(m.role) + Buffer.byteLength(m.name), 0);
+      if (bytes > text.maxPromptBytes) throw promptTooLong(bytes, text);
+      if (Buffer.byteLength(chat.chatTemplate) > MAX_TEMPLATE_BYTES) throw new ConnectError(`the chat template is longer than ${MAX_TEMPLATE_BYTES} bytes`, Code.InvalidArgument);
+      const messages = chat.messages.map((m) => (m.name ? { role: m.role, content: m.content, name: m.name } : { role: m.role, content: m.content }));
+      const job = { kind: "chat" as const, messages, addGenerationPrompt: chat.addGenerationPrompt, template: chat.chatTemplate || undefined };
+      const tokens = await workers.tokenize(text, job, signal);
+      return { ids: tokens.ids, text: tokens.text ?? "" };
     }
     case "text": {
       if (text === undefined) throw new ConnectError("the model has no tokenizer files", Code.FailedPrecondition);
-      return { ids: text.encode(request.prompt.value, true), text: request.prompt.value };
+      const bytes = Buffer.byteLength(request.prompt.value);
+      if (bytes > text.maxPromptBytes) throw promptTooLong(bytes, text);
+      const tokens = await workers.tokenize(text, { kind: "text", text: request.prompt.value, addSpecialTokens: true }, signal);
+      return { ids: tokens.ids, text: request.prompt.value };
     }
     case "tokens": {
       const ids = request.prompt.value.tokenIds;
+      if (text !== undefined && ids.length > text.contextTokens) {
+        throw new ConnectError(`the prompt has ${ids.length} tokens, more than this model's maximum context length of ${text.contextTokens} tokens`, Code.InvalidArgument);
+      }
       return { ids: [...ids], text: request.echo && text?.hasTokenizer ? text.decode(ids, request.skipSpecialTokens) : "" };
     }
     default:
@@ -49,10 +64,11 @@ export async function* inferOnEngine(
   gpu: GpuTier,
   key: string,
   text: ModelText | undefined,
+  workers: TextWorkers,
   request: InferRequest,
   signal: AbortSignal,
 ): AsyncGenerator<InferResponseInit> {
-  const prompt = promptIds(request, text);
+  const prompt = await promptIds(request, text, workers, signal);
   if (prompt.ids.length === 0) throw new ConnectError("the prompt is empty", Code.InvalidArgument);
   const sampling = { ...(request.sampling ?? {}) } as NonNullable<InferRequest["sampling"]>;
   const eos = sampling.eosTokenIds !== undefined && sampling.eosTokenIds.length > 0 ? sampling.eosTokenIds : (text?.eosTokenIds ?? []);

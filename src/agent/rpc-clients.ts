@@ -6,6 +6,7 @@ import { createClient, type Client, type Interceptor } from "@connectrpc/connect
 import { Http2SessionManager, createGrpcTransport } from "@connectrpc/connect-node";
 import type { DescService } from "@bufbuild/protobuf";
 import { sendToken } from "../shared/auth.js";
+import { HTTP2_SESSION_OPTIONS } from "../shared/clients.js";
 
 export interface OwnedClient<T extends DescService> {
   client: Client<T>;
@@ -15,7 +16,7 @@ export interface OwnedClient<T extends DescService> {
 /** A client for `service` at "host:port" (or an http(s) URL), sending `token` when given. */
 export function tcpClient<T extends DescService>(service: T, address: string, token?: string): OwnedClient<T> {
   const baseUrl = /^https?:\/\//.test(address) ? address : `http://${address}`;
-  const sessions = new Http2SessionManager(baseUrl, { idleConnectionTimeoutMs: 60_000 });
+  const sessions = new Http2SessionManager(baseUrl, { idleConnectionTimeoutMs: 60_000 }, HTTP2_SESSION_OPTIONS);
   const interceptors: Interceptor[] = token ? [sendToken(token)] : [];
   const transport = createGrpcTransport({ baseUrl, sessionManager: sessions, interceptors });
   return { client: createClient(service, transport), close: () => sessions.abort() };
@@ -25,6 +26,7 @@ export function tcpClient<T extends DescService>(service: T, address: string, to
 export function unixClient<T extends DescService>(service: T, socketPath: string): OwnedClient<T> {
   const baseUrl = "http://localhost";
   const sessions = new Http2SessionManager(baseUrl, { idleConnectionTimeoutMs: 3_600_000 }, {
+    ...HTTP2_SESSION_OPTIONS,
     createConnection: () => net.connect(socketPath),
   });
   const transport = createGrpcTransport({ baseUrl, sessionManager: sessions });

@@ -33,6 +33,7 @@ import { GpuTier } from "./gpu-tier.js";
 import { type Heartbeats, startHeartbeats } from "./heartbeat.js";
 import { ModelLoader } from "./model-loader.js";
 import { RequestCounter } from "./request-counter.js";
+import { TextWorkers } from "./text-workers.js";
 import { PeerAdmission } from "./peer-admission.js";
 import agentRoutes, { AGENT_ACCESS } from "./routes.js";
 import { ClientCache, tcpClient } from "./rpc-clients.js";
@@ -278,7 +279,9 @@ async function composeAgent(options: AgentOptions, closers: (() => void | Promis
     buildAgentStatus({ agentId, address: () => address, disk, dram, gpu, loader, external, requests, bandwidth });
 
   const peers = new PeerAdmission({ token: options.token, self: () => address, trusted: options.peers, log });
-  const deps: AgentServiceDeps = { loader, disk, gpu, external, requests, peers, status, log };
+  const textWorkers = new TextWorkers();
+  closers.push(() => textWorkers.close());
+  const deps: AgentServiceDeps = { loader, disk, gpu, external, requests, peers, textWorkers, status, log };
   const server: RunningServer = await startServer({
     routes: agentRoutes(deps),
     host: options.host,

@@ -13,6 +13,7 @@ import { setMaxListeners } from "node:events";
 import { Code, ConnectError, type ConnectRouter, type Interceptor } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { ConnectionGuard } from "./connection-guard.js";
+import { HTTP2_SESSION_OPTIONS } from "./clients.js";
 import { connectionLimits, type ConnectionLimits } from "./connection-limits.js";
 
 /** Handles a request no RPC route matched (the edge's REST endpoints); the default answers 404. */
@@ -95,7 +96,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   });
   h1.on("request", handler);
 
-  const h2 = http2.createServer({}, handler);
+  const h2 = http2.createServer({ ...HTTP2_SESSION_OPTIONS }, handler);
   // The guard of the connection being handed to h2: its "session" event fires synchronously inside emit("connection").
   let handingOver: { guard: ConnectionGuard; setClose: (close: () => void) => void } | undefined;
   h2.on("session", (session) => {

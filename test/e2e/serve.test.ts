@@ -92,6 +92,26 @@ test.serial("the first chat completion answers with the tiny model, no configura
   t.regex(await (await fetch(`${url}/metrics`)).text(), /cold_starts_total\{tier="remote"\} 1/);
 });
 
+test.serial("a hostile chat template and a 30 MB prompt are 400s, and a normal request beside them is answered", async (t) => {
+  const post = (body: unknown) => fetch(`${url}/v1/chat/completions`, { method: "POST", body: JSON.stringify(body) });
+  const messages = [{ role: "user", content: "hi" }];
+  const hostile = post({ model: "tiny", messages, max_tokens: 2, chat_template: "{% for i in range(100000000) %}x{% endfor %}" });
+  const looping = post({ model: "tiny", messages, max_tokens: 2, chat_template: "{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}" });
+  const huge = post({ model: "tiny", messages: [{ role: "user", content: "x".repeat(30 << 20) }], max_tokens: 2 });
+  const normal = post({ model: "tiny", messages, max_tokens: 2 });
+  const [h, l, g, n] = await Promise.all([hostile, looping, huge, normal]);
+  t.is(n.status, 200);
+  t.is(((await n.json()) as { object: string }).object, "chat.completion");
+  for (const [res, pattern] of [[h, /range of 100000000 numbers/], [l, /ran more than \d+ steps/], [g, /maximum context length/]] as const) {
+    t.is(res.status, 400);
+    const body = (await res.json()) as { error: { message: string; type: string } };
+    t.is(body.error.type, "invalid_request_error");
+    t.regex(body.error.message, pattern);
+  }
+  t.regex(logs, /OpenAI API on/);
+  t.is(serve.exitCode, null, "thaw serve is still running");
+});
+
 test.serial("openai (npm): streaming chat with usage, completions from token ids, greedy n=2 agree, logprobs", async (t) => {
   const openai = new OpenAI({ baseURL: `${url}/v1`, apiKey: "unused", maxRetries: 0 });
   const chunks = [];
