@@ -9,7 +9,7 @@ import subprocess
 import sys
 import warnings
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Mapping
 
 import pytest
 import torch
@@ -26,6 +26,11 @@ from thaw_engine.weights import read_index  # noqa: E402
 from thaw_engine.worker import LoadedModel, LoadRequest, Worker, WorkerOptions  # noqa: E402
 
 ARCHS = ("llama", "mistral", "qwen2")
+#: every family `thaw make-tiny-model --arch` makes (each has hf-<arch>.json references)
+FAMILIES = (
+    "llama", "mistral", "qwen2", "mistral-sliding", "qwen2-sliding", "qwen3", "qwen3-moe", "mixtral",
+    "gemma2", "gemma3", "phi3", "qwen3-fp8", "llama-fp8",
+)
 FIXTURES = HERE / "fixtures"
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
@@ -47,22 +52,45 @@ def _cli_has(command: str) -> bool:
     return commands.exists() and f'"{command}"' in commands.read_text(encoding="utf-8")
 
 
+class _MadeOnDemand(Mapping[str, Path]):
+    """arch → folder, each made the first time it is asked for (13 families: a test run makes only
+    those its tests use)."""
+
+    def __init__(self, make: Callable[[str], Path]) -> None:
+        self._make = make
+        self._made: dict[str, Path] = {}
+
+    def __getitem__(self, arch: str) -> Path:
+        if arch not in FAMILIES:
+            raise KeyError(arch)
+        if arch not in self._made:
+            self._made[arch] = self._make(arch)
+        return self._made[arch]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(FAMILIES)
+
+    def __len__(self) -> int:
+        return len(FAMILIES)
+
+
 @pytest.fixture(scope="session")
-def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """arch → Hugging Face folder of the tiny model. THAW_TINY_MODELS=<dir with llama/ mistral/ qwen2/>
+def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> Mapping[str, Path]:
+    """arch → Hugging Face folder of the tiny model. THAW_TINY_MODELS=<dir with one folder per arch>
     uses folders made elsewhere (the GPU machine has no Node.js); else `thaw make-tiny-model` runs."""
     given = os.environ.get("THAW_TINY_MODELS")
     if given:
-        return {a: Path(given) / a for a in ARCHS}
+        return {a: Path(given) / a for a in FAMILIES}
     cli = _thaw_cli()
     if cli is None:
         pytest.skip("node and src/cli/thaw.js are needed to make the tiny models")
     root = tmp_path_factory.mktemp("tiny")
-    out = {}
-    for arch in ARCHS:
+
+    def make(arch: str) -> Path:
         subprocess.run([*cli, "make-tiny-model", str(root / arch), "--arch", arch], check=True, cwd=REPO, capture_output=True)
-        out[arch] = root / arch
-    return out
+        return root / arch
+
+    return _MadeOnDemand(make)
 
 
 def _find_index(store: Path) -> Path:
@@ -72,27 +100,28 @@ def _find_index(store: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def tiny_checkpoints(tiny_models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def tiny_checkpoints(tiny_models: Mapping[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Mapping[str, Path]:
     """arch → thaw checkpoint folder: THAW_TINY_CHECKPOINTS, else `thaw convert` when the CLI has it,
     else the Python writer in thaw_engine.checkpoint_writer."""
     given = os.environ.get("THAW_TINY_CHECKPOINTS")
     if given:
-        return {a: Path(given) / a for a in ARCHS}
+        return {a: Path(given) / a for a in FAMILIES}
     root = tmp_path_factory.mktemp("ckpt")
-    out = {}
-    for arch, src in tiny_models.items():
+
+    def convert(arch: str) -> Path:
+        src = tiny_models[arch]
         if _cli_has("convert") and not os.environ.get("THAW_PY_CONVERT"):
             store = root / f"store-{arch}"
             cli = _thaw_cli()
             assert cli is not None
             run = subprocess.run([*cli, "convert", str(src), "--store", str(store)], cwd=REPO, capture_output=True, text=True)
             if run.returncode == 0:
-                out[arch] = _find_index(store)
-                continue
+                return _find_index(store)
             warnings.warn(f"`thaw convert` failed ({run.stderr.strip()[-300:]}); using the Python checkpoint writer", stacklevel=1)
         convert_hf_folder(str(src), str(root / arch))
-        out[arch] = root / arch
-    return out
+        return root / arch
+
+    return _MadeOnDemand(convert)
 
 
 LoadFn = Callable[..., LoadedModel]

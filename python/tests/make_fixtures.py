@@ -1,9 +1,13 @@
-"""Writes Hugging Face reference outputs for the tiny models (run where transformers is installed,
-i.e. the GPU machine): greedy tokens and top logits/logprobs per step for fixed prompts, in float32
-on the CPU (what CI checks against) and, when CUDA is there, in bfloat16 on the GPU (what the CUDA
-check compares with).
+"""Writes Hugging Face reference outputs for the tiny models (run where transformers is installed:
+the GPU machine, or a scratch virtualenv with torch and transformers on a CPU machine): greedy tokens
+and top logits/logprobs per step for fixed prompts, in float32 on the CPU (what CI checks against)
+and, when CUDA is there, in bfloat16 on the GPU (what the CUDA check compares with).
 
-    python python/tests/make_fixtures.py --models DIR_WITH_llama_mistral_qwen2 --out python/tests/fixtures
+    python python/tests/make_fixtures.py --models DIR_WITH_ONE_FOLDER_PER_ARCH --out python/tests/fixtures --archs qwen3,gemma2
+
+FP8 models (``*-fp8``) are referenced through their dequantization: each FP8 weight times its scale
+computed with torch's own float8_e4m3fn (independent of the engine's table), written as a float32
+model, and run by transformers like any other (transformers' FP8 integration wants a GPU).
 """
 
 from __future__ import annotations
@@ -20,6 +24,47 @@ import torch
 
 NEW_TOKENS = 32
 TOP = 5
+ALL_ARCHS = (
+    "llama", "mistral", "qwen2", "mistral-sliding", "qwen2-sliding", "qwen3", "qwen3-moe", "mixtral",
+    "gemma2", "gemma3", "phi3", "qwen3-fp8", "llama-fp8",
+)
+
+
+def dequantized_copy(folder: Path) -> Path:
+    """A float32 copy of an FP8 model: weight * scale (block-wise, per-channel or per-tensor)."""
+    import shutil
+    import tempfile
+
+    from safetensors.torch import load_file, save_file
+
+    cfg = json.loads((folder / "config.json").read_text())
+    block = (cfg.get("quantization_config") or {}).get("weight_block_size")
+    tensors = load_file(str(folder / "model.safetensors"))
+    out: dict[str, torch.Tensor] = {}
+    for name, t in tensors.items():
+        if name.endswith("_scale_inv") or name.endswith("_scale"):
+            continue
+        scale = tensors.get(name + "_scale_inv", tensors.get(name + "_scale"))
+        if t.dtype == torch.float8_e4m3fn:
+            assert scale is not None, name
+            w = t.to(torch.float32)
+            if scale.numel() == 1:
+                w = w * scale.float().reshape(())
+            elif scale.shape == (w.shape[0], 1):
+                w = w * scale.float()
+            else:
+                br, bc = block
+                s = scale.float().repeat_interleave(br, 0)[: w.shape[0]].repeat_interleave(bc, 1)[:, : w.shape[1]]
+                w = w * s
+            out[name] = w.contiguous()
+        else:
+            out[name] = t
+    tmp = Path(tempfile.mkdtemp()) / folder.name
+    shutil.copytree(folder, tmp)
+    cfg.pop("quantization_config", None)
+    (tmp / "config.json").write_text(json.dumps(cfg))
+    save_file(out, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+    return tmp
 
 
 def prompts() -> list[list[int]]:
@@ -69,7 +114,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--models", required=True, help="folder with llama/ mistral/ qwen2/ tiny models")
     ap.add_argument("--out", required=True)
-    ap.add_argument("--archs", default="llama,mistral,qwen2")
+    ap.add_argument("--archs", default=",".join(ALL_ARCHS))
     args = ap.parse_args()
     import transformers
     from transformers import AutoModelForCausalLM
@@ -89,6 +134,9 @@ def main() -> None:
             "prompts": prompts(),
         }
         kw = {"dtype": torch.float32} if _has_dtype_kw() else {"torch_dtype": torch.float32}
+        if arch.endswith("-fp8"):
+            doc["reference"] = "FP8 weights dequantized with torch.float8_e4m3fn x scale, then transformers in float32"
+            folder = dequantized_copy(folder)
         try:
             model = AutoModelForCausalLM.from_pretrained(str(folder), **kw)
         except Exception as e:  # e.g. a validator that wants floats where the config has integers
@@ -106,6 +154,7 @@ def main() -> None:
             model = AutoModelForCausalLM.from_pretrained(str(tmp), **kw)
             doc["config_patched"] = True
         model.eval()
+        doc["model_class"] = type(model).__name__
         doc["cpu_float32"] = [greedy(model, p, "cpu") for p in doc["prompts"]]
         if torch.cuda.is_available():
             m16 = model.to(device="cuda", dtype=torch.bfloat16)

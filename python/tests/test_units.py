@@ -198,3 +198,46 @@ def test_pool_views_place_every_layer_of_a_block_on_its_page():
     assert page[1].abs().sum() == 0 and page[0].abs().sum() == 0
     with pytest.raises(PoolFull):
         kv.views(num_layers=2, num_kv_heads=2, head_dim=8, dtype=torch.float32, block_tokens=17)  # 4352 bytes > 4096
+
+
+def test_converter_serves_the_architectures_the_engine_serves():
+    """src/converter/model-config.ts refuses at conversion what this engine would refuse at load."""
+    import re
+    from pathlib import Path
+
+    from thaw_engine.config import SUPPORTED_ARCHITECTURES
+
+    ts = (Path(__file__).resolve().parents[2] / "src" / "converter" / "model-config.ts").read_text(encoding="utf-8")
+    block = ts[ts.index("SERVED_ARCHITECTURES"):]
+    block = block[: block.index("};")]
+    served = dict(re.findall(r"(\w+): \"(\w+)\"", block))
+    assert served == SUPPORTED_ARCHITECTURES
+
+
+def test_sliding_window_layer_rules_per_family():
+    """Which layers slide when config.json has no layer_types (transformers' rules per family)."""
+    gemma2 = parse_config({**BASE, "architectures": ["Gemma2ForCausalLM"], "model_type": "gemma2", "sliding_window": 64})
+    assert gemma2.layer_types == ("sliding_attention", "full_attention") * 2
+    gemma3 = parse_config({**BASE, "architectures": ["Gemma3ForCausalLM"], "model_type": "gemma3_text", "sliding_window": 64, "num_hidden_layers": 12})
+    assert [i for i, t in enumerate(gemma3.layer_types) if t == "full_attention"] == [5, 11]  # sliding_window_pattern 6
+    qwen2 = parse_config({**BASE, "architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "sliding_window": 64, "use_sliding_window": True, "max_window_layers": 3})
+    assert qwen2.layer_types == ("full_attention",) * 3 + ("sliding_attention",)
+    mistral = parse_config({**BASE, "architectures": ["MistralForCausalLM"], "model_type": "mistral", "sliding_window": 4096})
+    assert mistral.all_sliding and mistral.sliding_window == 4096
+    assert parse_config({**BASE, "sliding_window": None}).sliding_window is None
+
+
+def test_dynamic_and_longrope_frequencies_follow_the_served_length():
+    dyn = parse_config({**BASE, "rope_scaling": {"rope_type": "dynamic", "factor": 4.0}})
+    inside, _ = inv_freq_and_scale(dyn, max_len=2048)
+    beyond, _ = inv_freq_and_scale(dyn, max_len=8192)
+    default = 1.0 / (10000.0 ** (torch.arange(0, 32, 2).float() / 32))
+    assert torch.allclose(inside, default)  # transformers keeps the default frequencies up to max_position_embeddings
+    base = 10000.0 * ((4.0 * 8192 / 2048) - 3.0) ** (32 / 30)
+    assert torch.allclose(beyond, 1.0 / (base ** (torch.arange(0, 32, 2).float() / 32)))
+    lr = {"type": "longrope", "short_factor": [1.0] * 16, "long_factor": [2.0] * 16}
+    phi = parse_config({**BASE, "original_max_position_embeddings": 512, "rope_scaling": lr})
+    short, s_scale = inv_freq_and_scale(phi, max_len=512)
+    long, l_scale = inv_freq_and_scale(phi, max_len=2048)
+    assert torch.allclose(short, default) and torch.allclose(long, default / 2)
+    assert s_scale == l_scale == pytest.approx(math.sqrt(1 + math.log(2048 / 512) / math.log(512)))

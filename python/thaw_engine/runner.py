@@ -19,7 +19,7 @@ import torch
 
 from .config import ModelConfig
 from .kv_cache import NULL_BLOCK
-from .model import AttnMeta, LlamaModel, PrefillSeq
+from .model import AttnMeta, DecoderModel, PrefillSeq
 
 log = logging.getLogger("thaw_engine.runner")
 
@@ -96,7 +96,7 @@ class ModelRunner:
 
     def __init__(
         self,
-        model: LlamaModel,
+        model: DecoderModel,
         kv: list[tuple[torch.Tensor, torch.Tensor]],
         num_blocks: int,
         block_size: int,

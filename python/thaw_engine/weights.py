@@ -40,6 +40,8 @@ TORCH_DTYPES: dict[int, torch.dtype] = {
 if hasattr(torch, "float8_e4m3fn"):
     TORCH_DTYPES[_D.DTYPE_F8_E4M3] = torch.float8_e4m3fn
     TORCH_DTYPES[_D.DTYPE_F8_E5M2] = torch.float8_e5m2
+else:  # PyTorch < 2.1: e4m3 weights are viewed as their bytes and dequantized through a table (fp8.py)
+    TORCH_DTYPES[_D.DTYPE_F8_E4M3] = torch.uint8
 
 
 class LoadError(Exception):

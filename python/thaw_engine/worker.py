@@ -19,7 +19,7 @@ from .config import ModelConfig, parse_config
 from .engine import Engine, EngineConfig, Event, Sink
 from .kv_cache import KvPool, PagePool, PoolFull
 from .loop import StepLoop
-from .model import LlamaModel
+from .model import DecoderModel
 from .runner import DecodeItem, ModelRunner, PrefillItem
 from .sampling import SampleRow, SamplingOptions, sample
 from .weights import TORCH_DTYPES, LoadedWeights, LoadError, load_from_device, load_from_folder, load_from_host
@@ -83,7 +83,7 @@ class LoadedModel:
     ref: checkpoint_pb2.CheckpointRef
     cfg: ModelConfig
     weights: LoadedWeights
-    model: LlamaModel
+    model: DecoderModel
     runner: ModelRunner
     engine: Engine
     dtype: torch.dtype
@@ -351,8 +351,6 @@ class Worker:
                 "RESOURCE_EXHAUSTED",
             )
         limit = max_model_len or cfg.max_position_embeddings
-        if cfg.sliding_window:
-            limit = min(limit, cfg.sliding_window)
         max_len = min(limit, pages.usable * bt)
         if max_len < 2:
             raise LoadError("the KV pool is too small for even one token", "RESOURCE_EXHAUSTED")
@@ -363,7 +361,7 @@ class Worker:
                 f"{pages.usable} pages and the loaded models' floors take {pages.floors()}",
                 "RESOURCE_EXHAUSTED",
             )
-        model = LlamaModel(cfg, weights.tensors, dtype, self.device, max_len)
+        model = DecoderModel(cfg, weights.tensors, dtype, self.device, max_len)
         if model.converted_bytes:
             log.warning("weights of %s converted to %s: %d bytes copied", name, dtype, model.converted_bytes)
         use_graphs = self.device.type == "cuda" and self.options.cuda_graphs if graphs is None else graphs

@@ -1,5 +1,5 @@
-// Serialises float32 tensors as a safetensors file (the format Hugging Face writes):
-// 8-byte little-endian header length, a JSON header padded with spaces to 8 bytes, then data.
+// Serialises tensors as a safetensors file (the format Hugging Face writes): 8-byte little-endian
+// header length, a JSON header padded with spaces to 8 bytes, then data.
 
 /** A named float32 tensor. */
 export interface F32Tensor {
@@ -8,12 +8,26 @@ export interface F32Tensor {
   data: Float32Array;
 }
 
-export function encodeSafetensors(tensors: F32Tensor[], metadata: Record<string, string> = {}): Buffer {
+/** A named tensor of raw float8 e4m3 bytes (quantized checkpoints). */
+export interface F8Tensor {
+  name: string;
+  shape: number[];
+  dtype: "F8_E4M3";
+  data: Uint8Array;
+}
+
+export type SafetensorsTensor = F32Tensor | F8Tensor;
+
+function dtypeOf(t: SafetensorsTensor): string {
+  return "dtype" in t ? t.dtype : "F32";
+}
+
+export function encodeSafetensors(tensors: SafetensorsTensor[], metadata: Record<string, string> = {}): Buffer {
   const header: Record<string, unknown> = { __metadata__: metadata };
   let offset = 0;
   for (const t of tensors) {
     const bytes = t.data.byteLength;
-    header[t.name] = { dtype: "F32", shape: t.shape, data_offsets: [offset, offset + bytes] };
+    header[t.name] = { dtype: dtypeOf(t), shape: t.shape, data_offsets: [offset, offset + bytes] };
     offset += bytes;
   }
   let json = JSON.stringify(header);

@@ -1,5 +1,5 @@
 import test from "ava";
-import { checkModelConfig, ModelConfigError } from "../../src/converter/model-config.js";
+import { checkModelConfig, ModelConfigError, SERVED_ARCHITECTURES } from "../../src/converter/model-config.js";
 
 const llama = {
   architectures: ["LlamaForCausalLM"],
@@ -54,8 +54,24 @@ test("sizes: hidden_size divisible by heads, head_dim even for rotary models, po
   refusal(t, { ...llama, rope_theta: -1 }, "rope_theta", /positive number/);
   refusal(t, { ...llama, rope_scaling: { rope_type: "linear", factor: 0 } }, "rope_scaling.factor", /rope_scaling\.factor must be a positive number/);
   refusal(t, { ...llama, sliding_window: -5 }, "sliding_window", /positive integer/);
-  // an architecture without rotary embeddings may have an odd head size
-  t.notThrows(() => checkModelConfig({ architectures: ["SomethingElse"], hidden_size: 36, num_attention_heads: 4 }));
+});
+
+test("an architecture the engine does not serve is refused, naming those it serves", (t) => {
+  const err = t.throws(() => checkModelConfig({ ...llama, architectures: ["GPT2LMHeadModel"] }), { instanceOf: ModelConfigError });
+  t.is(err?.field, "architectures");
+  t.regex(err?.message ?? "", /GPT2LMHeadModel is not served by the thaw engine \(it serves LlamaForCausalLM, .*Qwen3MoeForCausalLM.*Gemma3ForCausalLM.*Phi3ForCausalLM\)/);
+  refusal(t, { model_type: "gpt2", hidden_size: 64 }, "model_type", /model_type "gpt2" is not served/);
+  for (const arch of Object.keys(SERVED_ARCHITECTURES)) t.notThrows(() => checkModelConfig({ ...llama, architectures: [arch] }));
+});
+
+test("quantizations other than FP8 e4m3 are refused", (t) => {
+  t.notThrows(() => checkModelConfig({ ...llama, quantization_config: { quant_method: "fp8", fmt: "e4m3", weight_block_size: [128, 128] } }));
+  const ct = { quant_method: "compressed-tensors", config_groups: { g: { weights: { num_bits: 8, type: "float", strategy: "channel" } } } };
+  t.notThrows(() => checkModelConfig({ ...llama, quantization_config: ct }));
+  refusal(t, { ...llama, quantization_config: { quant_method: "awq", bits: 4 } }, "quantization_config.quant_method", /quantization "awq" is not served/);
+  refusal(t, { ...llama, quantization_config: { quant_method: "fp8", fmt: "e5m2" } }, "quantization_config", /only e4m3/);
+  const int4 = { quant_method: "compressed-tensors", config_groups: { g: { weights: { num_bits: 4, type: "int", strategy: "group" } } } };
+  refusal(t, { ...llama, quantization_config: int4 }, "quantization_config", /only 8-bit float/);
 });
 
 test("token ids of eos and bos lie inside the vocabulary", (t) => {
