@@ -30,6 +30,7 @@ import OpenAI from "openai";
 import { Tier } from "../../src/gen/thaw/agent/v1/agent_pb.js";
 import { parseSize } from "../../src/cli/agent-command.js";
 import { type RunningSystem, startSystem } from "../../src/cli/serve-command.js";
+import { mulberry32 as rng } from "../../src/shared/prng.js";
 import { tinyModelFiles } from "../../src/tiny-model/tiny-model.js";
 
 const { values } = parseArgs({
@@ -85,18 +86,6 @@ function spread(xs: number[]): string {
 function seconds(start: bigint): number {
   return Number(process.hrtime.bigint() - start) / 1e9;
 }
-/** Deterministic random numbers (mulberry32), so both configurations see the same workload. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 // ─── the workload ────────────────────────────────────────────────────────────────────────────────
 
 interface TraceRequest {
