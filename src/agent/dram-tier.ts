@@ -82,7 +82,10 @@ export class DramTier {
     }
   }
 
-  /** Records a loaded region (allocated with allocate) as the DRAM copy of `key`. */
+  /**
+   * Records a loaded region (allocated with allocate) as the DRAM copy of `key`. A copy it replaces
+   * is released now, or, while something still uses it, when the last use ends.
+   */
   put(key: string, region: PoolRegion, chunkOffsets: number[], bytes: number): DramEntry {
     this.loadingBytes -= region.length;
     const old = this.entries.get(key);
@@ -110,6 +113,8 @@ export class DramTier {
       done = true;
       entry.uses--;
       entry.lastUsed = ++this.clock;
+      // A copy replaced while in use (put) leaves the pool with its last use.
+      if (entry.uses === 0 && this.entries.get(entry.key) !== entry) entry.region.release();
     };
   }
 

@@ -92,3 +92,17 @@ test("reclaim is told which models hold their region", async (t) => {
   await dram.allocate(2 * MiB);
   t.deepEqual(seen, [true, false]);
 });
+
+test("a copy replaced while in use gives its region back when its last use ends", async (t) => {
+  const { pool, dram, put } = await tier();
+  t.teardown(() => pool.dispose());
+  await put("a");
+  const release = dram.use("a");
+  await put("a"); // loaded again while the first copy is in use: both regions are held
+  t.is(pool.stats().used, 2 * (MiB + 4096));
+  release();
+  t.is(pool.stats().used, MiB + 4096, "the replaced copy's region is free again");
+  t.is(dram.stats().usedBytes, MiB + 4096);
+  t.true(dram.evict("a"));
+  t.is(pool.stats().used, 0);
+});
