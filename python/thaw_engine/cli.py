@@ -18,7 +18,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--socket", required=True, help="unix socket path to listen on (replaced if it exists)")
     p.add_argument("--device", default="auto", help="cpu, cuda or cuda:N (default: cuda:0 when available, else cpu)")
     p.add_argument("--max-num-seqs", type=int, default=64, help="sequences of one model batched together at most (default 64)")
-    p.add_argument("--max-num-batched-tokens", type=int, default=8192, help="prompt tokens prefilled in one step (default 8192)")
+    p.add_argument("--max-num-batched-tokens", type=int, default=8192, help="prompt tokens prefilled in one step at most (default 8192; longer prompts are prefilled in chunks)")
+    p.add_argument(
+        "--prefill-chunk-tokens",
+        type=int,
+        default=256,
+        help="prompt tokens prefilled in one step while other sequences of the model are decoding (default 256; 0 = --max-num-batched-tokens)",
+    )
     p.add_argument("--block-size", type=int, default=16, help="tokens per KV cache block (default 16)")
     p.add_argument("--kv-cache-bytes", type=int, default=0, help="a model's KV floor (pool bytes no other model takes "
                    "from it) when LoadWeights gives none (default: one max_model_len sequence, at most a quarter of the pool)")
@@ -88,6 +94,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         block_size=args.block_size,
         max_num_seqs=args.max_num_seqs,
         max_num_batched_tokens=args.max_num_batched_tokens,
+        prefill_chunk_tokens=args.prefill_chunk_tokens,
         cuda_graphs=not args.no_cuda_graphs,
         graph_max_batch=args.graph_max_batch,
         graph_max_context=args.graph_max_context,

@@ -2,7 +2,11 @@
 
 Each step admits waiting sequences whose prompts fit in the pages the pool can give (prefix blocks
 found in the cache are reused, not recomputed) and prefills them, then decodes one token for every
-other running sequence. Sequences join and leave between steps. When a running sequence needs a
+other running sequence. Prompts are prefilled in chunks: at most ``max_num_batched_tokens`` prompt
+tokens a step, and at most ``prefill_chunk_tokens`` while other sequences of the model are decoding,
+so a 32k-token prompt neither needs a 32k-token pass (activations, attention scores) nor stalls the
+running streams for the length of one: their decode steps run between its chunks. A sequence holds
+the pages of its whole prompt from admission (a chunk never waits for pages). Sequences join and leave between steps. When a running sequence needs a
 page and the pool has none (see kv_cache.PagePool for how pages are found), the model's most
 recently admitted sequence is preempted: its blocks are released and it goes back to the head of
 the queue, to be recomputed later (its full blocks usually come back from the prefix cache).
@@ -97,8 +101,10 @@ class EngineConfig:
     """Scheduling limits."""
 
     max_num_seqs: int = 64
-    max_num_batched_tokens: int = 8192
+    max_num_batched_tokens: int = 8192  # prompt tokens prefilled in one step at most
     enable_prefix_caching: bool = True
+    #: prompt tokens prefilled in one step while other sequences are decoding (0: max_num_batched_tokens)
+    prefill_chunk_tokens: int = 0
 
 
 @dataclass
@@ -155,6 +161,7 @@ class Engine:
         self.generated_tokens = 0
         self.preemptions = 0
         self.steps = 0
+        self.prefill_chunks = 0  # prompt pieces prefilled (a prompt done in one step counts one)
 
     # ---- requests (any thread) -------------------------------------------------------------
 
@@ -250,18 +257,32 @@ class Engine:
 
     def step(self, max_admit: Optional[int] = None) -> bool:
         """Runs one scheduling step, admitting at most max_admit new sequences (the room left under
-        the worker's total limit); False when there was nothing to do."""
+        the worker's total limit); False when there was nothing to do.
+
+        A step prefills one chunk of prompt tokens (prompts begun earlier first, then new admissions)
+        and decodes one token for every sequence whose prompt is done."""
         self._drain()
         self._flush()
         did = False
-        prefilled: set[int] = set()
-        if self.waiting:
-            admitted = self._admit(max_admit)
-            if admitted:
-                self._run_prefill(admitted)
-                prefilled = {s.seq_id for s in admitted}
-                did = True
-        decoding = [s for s in self.running if s.seq_id not in prefilled]
+        budget = self.config.max_num_batched_tokens
+        if self.config.prefill_chunk_tokens and any(_remaining(s) == 1 for s in self.running):
+            budget = min(budget, self.config.prefill_chunk_tokens)
+        chunks: list[tuple[Sequence_, int]] = []
+        for s in self.running:
+            left = _remaining(s)
+            if left > 1 and budget > 0:
+                chunks.append((s, min(left, budget)))
+                budget -= chunks[-1][1]
+        if self.waiting and budget > 0:
+            for s in self._admit(max_admit, budget):
+                chunks.append((s, min(_remaining(s), budget)))
+                budget -= chunks[-1][1]
+        if chunks:
+            self._run_prefill(chunks)
+            self.prefill_chunks += len(chunks)
+            did = True
+        chunked = {s.seq_id for s, _ in chunks}
+        decoding = [s for s in self.running if s.seq_id not in chunked and _remaining(s) == 1]
         if decoding:
             decoding = self._reserve_decode_slots(decoding)
             if decoding:
@@ -279,22 +300,22 @@ class Engine:
             seq.hashes.append(block_hash(parent, seq.tokens[i * bs : (i + 1) * bs]))
         return seq.hashes[:upto_blocks]
 
-    def _admit(self, max_admit: Optional[int] = None) -> list[Sequence_]:
+    def _admit(self, max_admit: Optional[int] = None, budget: Optional[int] = None) -> list[Sequence_]:
+        """Takes waiting sequences (FIFO) whose pages can be had while prompt tokens are left in this
+        step's budget (the last one taken may need more: it continues in the next steps' chunks)."""
         admitted: list[Sequence_] = []
-        budget = self.config.max_num_batched_tokens
+        budget = self.config.max_num_batched_tokens if budget is None else budget
         bs = self.block_size
         limit = self.config.max_num_seqs - len(self.running)
         if max_admit is not None:
             limit = min(limit, max_admit)
-        while self.waiting and len(admitted) < limit:
+        while self.waiting and len(admitted) < limit and budget > 0:
             seq = self.waiting[0]
             n = len(seq.tokens)
             hashes = self._seq_hashes(seq, (n - 1) // bs) if self.config.enable_prefix_caching else []
             hits, idle_hits = self.blocks.count_prefix(hashes)
             need = -(-n // bs) - hits
             new_tokens = n - hits * bs
-            if admitted and new_tokens > budget:
-                break
             # its own cached prefix blocks leave the pool's reclaimable pages once matched
             if not self.blocks.reserve(need + idle_hits):
                 break
@@ -313,7 +334,7 @@ class Engine:
             seq.status = SeqStatus.RUNNING
             self.running.append(seq)
             admitted.append(seq)
-            budget -= new_tokens
+            budget -= min(new_tokens, budget)
         return admitted
 
     def _preempt_latest(self) -> bool:
@@ -357,18 +378,22 @@ class Engine:
     def _rows(self, seqs: Sequence[Sequence_]) -> list[SampleRow]:
         return [SampleRow(s.options, s.seed, len(s.output), s.prompt, s.output) for s in seqs]
 
-    def _run_prefill(self, seqs: list[Sequence_]) -> None:
-        items = [PrefillItem(s.tokens[s.num_computed :], s.num_computed, s.blocks) for s in seqs]
+    def _run_prefill(self, chunks: list[tuple[Sequence_, int]]) -> None:
+        """Computes the next ``n`` tokens of each sequence; those whose prompt is then done sample."""
+        items = [PrefillItem(s.tokens[s.num_computed : s.num_computed + n], s.num_computed, s.blocks) for s, n in chunks]
+        seqs = [s for s, _ in chunks]
+        done = [i for i, (s, n) in enumerate(chunks) if s.num_computed + n == len(s.tokens)]
         try:
             logits = self.runner.prefill(items)
-            results = sample(logits, self._rows(seqs))
+            results = sample(logits[done], self._rows([seqs[i] for i in done])) if done else []
         except Exception as e:
             self._fail(seqs, e)
             return
-        for s, r in zip(seqs, results):
-            s.num_computed = len(s.tokens)
+        for s, n in chunks:
+            s.num_computed += n
             self._register_full_blocks(s)
-            self._accept(s, r)
+        for i, r in zip(done, results):
+            self._accept(seqs[i], r)
 
     def _run_decode(self, seqs: list[Sequence_]) -> None:
         items = [DecodeItem(s.tokens[-1], len(s.tokens) - 1, s.blocks) for s in seqs]
@@ -503,6 +528,12 @@ class Engine:
             if not self.step() and not self.has_work():
                 break
         return outs
+
+
+def _remaining(seq: Sequence_) -> int:
+    """Tokens of a sequence not in the KV cache yet: 1 for a decoding sequence, more for a prompt
+    (or a preempted sequence) still to be prefilled."""
+    return len(seq.tokens) - seq.num_computed
 
 
 def _weak(method: Callable[[], bool]) -> Callable[[], bool]:

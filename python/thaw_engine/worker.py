@@ -39,7 +39,8 @@ class WorkerOptions:
     block_size: int = 16  # tokens per KV block at most (fewer when a page holds fewer of a model's tokens)
     max_num_seqs: int = 64  # per model
     max_total_seqs: int = 256  # over all models
-    max_num_batched_tokens: int = 8192
+    max_num_batched_tokens: int = 8192  # prompt tokens prefilled in one step at most
+    prefill_chunk_tokens: int = 256  # prompt tokens a step while the model has decoding sequences (0 = max_num_batched_tokens)
     cuda_graphs: bool = True
     graph_max_batch: int = 64
     graph_max_context: int = 8192
@@ -369,7 +370,9 @@ class Worker:
         runner = ModelRunner(model, kv.views(cfg.num_layers, cfg.num_kv_heads, cfg.head_dim, dtype, bt), kv.num_pages, bt, max_len, pool, stream)
         engine = Engine(
             runner,
-            EngineConfig(self.options.max_num_seqs, self.options.max_num_batched_tokens, self.options.enable_prefix_caching),
+            EngineConfig(
+                self.options.max_num_seqs, self.options.max_num_batched_tokens, self.options.enable_prefix_caching, self.options.prefill_chunk_tokens
+            ),
             cfg.vocab_size,
             cfg.eos_token_ids,
             pages=pages,
