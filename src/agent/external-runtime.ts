@@ -2,9 +2,14 @@
 // model: the agent starts the server as its subprocess, waits until its health endpoint answers,
 // and forwards Infer as a streaming /v1/completions (or /v1/chat/completions) call, turning the SSE
 // chunks back into InferResponse messages.
+//
+// The server runs under runtime-guardian.js, in a process group of its own that is stopped whole
+// when the runtime is stopped or the agent goes away, even killed: no server outlives its agent.
 import { type ChildProcess, spawn } from "node:child_process";
+import { readFile } from "node:fs/promises";
 import net from "node:net";
 import { createInterface } from "node:readline";
+import { fileURLToPath } from "node:url";
 import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { EngineState, type EngineInfo, EngineInfoSchema } from "../gen/thaw/agent/v1/agent_pb.js";
@@ -34,12 +39,36 @@ export interface ExternalOutput {
   usage?: { promptTokens: number; completionTokens: number; cachedTokens: number };
 }
 
-async function freePort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const port = (server.address() as net.AddressInfo).port;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
+const GUARDIAN = fileURLToPath(new URL("./runtime-guardian.js", import.meta.url));
+
+/** Ports handed to runtimes of this process that may not be listening yet. */
+const handedOut = new Set<number>();
+
+/**
+ * A port for a runtime to listen on. Between the check and the runtime's own bind another process
+ * could take it, so it comes from below the kernel's ephemeral range (which bind(0) and outgoing
+ * connections draw from), at random, free on every interface when checked, and never one this
+ * process handed out and still uses.
+ */
+async function pickPort(): Promise<number> {
+  const [ephemeralStart] = (await readFile("/proc/sys/net/ipv4/ip_local_port_range", "utf8").catch(() => "32768 60999")).trim().split(/\s+/).map(Number);
+  const low = 20_000;
+  const high = Number.isInteger(ephemeralStart) && ephemeralStart > low + 1000 ? ephemeralStart - 1 : 30_000;
+  for (let attempt = 0; attempt < 100; attempt++) {
+    const port = low + Math.floor(Math.random() * (high - low + 1));
+    if (handedOut.has(port) || !(await bindable(port))) continue;
+    handedOut.add(port);
+    return port;
+  }
+  throw new ConnectError(`no free port between ${low} and ${high} for an external runtime`, Code.ResourceExhausted);
+}
+
+function bindable(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const server = net.createServer();
+    server.once("error", () => resolve(false));
+    server.listen({ port, host: "0.0.0.0", exclusive: true }, () => server.close(() => resolve(true)));
+  });
 }
 
 function statusCode(status: number): Code {
@@ -96,11 +125,17 @@ export class ExternalRuntime {
   }
 
   private async launch(): Promise<void> {
-    this.port = this.config.port ?? (await freePort());
-    const [command, ...args] = this.config.command.map((a) => a.replaceAll("{port}", String(this.port)));
-    if (command === undefined) throw new ConnectError(`no launch command for ${this.config.modelId}`, Code.FailedPrecondition);
+    if (this.config.command.length === 0) throw new ConnectError(`no launch command for ${this.config.modelId}`, Code.FailedPrecondition);
+    if (this.config.port === undefined) {
+      handedOut.delete(this.port);
+      this.port = await pickPort();
+    } else {
+      this.port = this.config.port;
+    }
+    const command = this.config.command.map((a) => a.replaceAll("{port}", String(this.port)));
     this.exitReason = undefined;
-    const child = spawn(command, args, { env: { ...process.env, PORT: String(this.port) }, stdio: ["ignore", "pipe", "pipe"] });
+    // stdin stays open and unused: the guardian stops the server when it closes (this process ended).
+    const child = spawn(process.execPath, [GUARDIAN, ...command], { env: { ...process.env, PORT: String(this.port) }, stdio: ["pipe", "pipe", "pipe"] });
     this.child = child;
     for (const stream of [child.stdout!, child.stderr!]) {
       createInterface({ input: stream }).on("line", (line) => this.log(`[${this.id}] ${line}`));
@@ -115,7 +150,7 @@ export class ExternalRuntime {
         resolve();
       });
       child.once("error", (err) => {
-        this.exitReason = `could not start ${command}: ${err.message}`;
+        this.exitReason = `could not start ${command[0]}: ${err.message}`;
         if (this.child === child) this.child = undefined;
         resolve();
       });
@@ -136,7 +171,7 @@ export class ExternalRuntime {
         // not listening yet
       }
       if (Date.now() > deadline) {
-        child.kill("SIGKILL");
+        child.kill("SIGTERM"); // the guardian stops the whole group (SIGKILL after its grace)
         throw new ConnectError(`${this.id} did not become healthy at ${health} in time`, Code.DeadlineExceeded);
       }
       await new Promise((r) => setTimeout(r, 100));
@@ -153,8 +188,9 @@ export class ExternalRuntime {
       if (child.exitCode !== null || child.signalCode !== null) resolve();
       else child.once("exit", () => resolve());
     });
+    // The guardian stops the server's whole group: SIGTERM, then SIGKILL after 5 s.
     child.kill("SIGTERM");
-    const timer = setTimeout(() => child.kill("SIGKILL"), 5000);
+    const timer = setTimeout(() => child.kill("SIGKILL"), 10_000);
     await exited;
     clearTimeout(timer);
     return true;

@@ -61,8 +61,17 @@ test.serial("LoadModel starts the server and waits for its health", async (t) =>
   t.is(engine.state, EngineState.SERVING);
   t.true(engine.pid > 0);
   t.is(agent.status().models.find((m) => m.ref?.modelId === "ext-model")?.tier, Tier.GPU);
-  externalUrl = await portOf(engine.pid);
+  // engine.pid is the runtime's guardian (runtime-guardian.js); the server is its child.
+  externalUrl = await portOf(await childOf(engine.pid));
 });
+
+/** The one child of a process (from /proc). */
+async function childOf(pid: number): Promise<number> {
+  const { readFile } = await import("node:fs/promises");
+  const children = (await readFile(`/proc/${pid}/task/${pid}/children`, "utf8")).trim().split(/\s+/).filter((c) => c !== "");
+  if (children.length !== 1) throw new Error(`${pid} has children ${JSON.stringify(children)}`);
+  return Number(children[0]);
+}
 
 /** The loopback URL a process listens on, from /proc (the agent picks the runtime's port). */
 async function portOf(pid: number): Promise<string> {
