@@ -4,7 +4,7 @@ import { ADMIN_TOKEN, DEFAULT_HOST, DEFAULT_STORE, PORTS, STATE_DIR } from "../s
 import { defaultAgentDir, startAgent } from "../agent/start-agent.js";
 import type { ExternalModelConfig } from "../agent/external-runtime.js";
 import { TOKEN_OPTIONS, TOKEN_USAGE, internalToken } from "./credentials.js";
-import { untilSignal } from "./until-signal.js";
+import { exitAfter, stopLine, untilStopped } from "./until-signal.js";
 
 const USAGE = `usage: thaw agent [options]
 
@@ -161,6 +161,8 @@ export async function main(args: string[]): Promise<void> {
     externalModels: values.external.map(external),
     allowLaunch: values["allow-launch"],
   });
-  await untilSignal();
+  const reason = await untilStopped();
+  process.stderr.write(stopLine("thaw agent", reason, "shutting down"));
+  exitAfter(reason, 10_000);
   await agent.close();
 }

@@ -7,7 +7,7 @@ import { openStore } from "../store/open-store.js";
 import converterRoutes, { CONVERTER_ACCESS } from "../converter/routes.js";
 import { TOKEN_OPTIONS, TOKEN_USAGE, internalToken } from "./credentials.js";
 import { CONNECTION_OPTIONS, CONNECTION_USAGE, connectionFlags } from "./orchestrator-command.js";
-import { untilSignal } from "./until-signal.js";
+import { exitAfter, stopLine, untilStopped } from "./until-signal.js";
 
 const USAGE = `usage: thaw converter [--host H] [--port P] [--store DIR-or-URL] [--allow-local DIR]...
 
@@ -47,6 +47,8 @@ export async function main(args: string[]): Promise<void> {
     limits: connectionFlags(values),
   });
   process.stderr.write(`thaw converter: serving on ${server.url} (store ${store.location})\n`);
-  await untilSignal();
+  const reason = await untilStopped();
+  process.stderr.write(stopLine("thaw converter", reason, "shutting down"));
+  exitAfter(reason, 10_000);
   await server.close();
 }

@@ -6,7 +6,7 @@ import { DEFAULT_WEIGHTS } from "../orchestrator/scheduler/placement.js";
 import { DEFAULT_SCHEDULER_OPTIONS } from "../orchestrator/scheduler/scheduler.js";
 import type { ConnectionLimits } from "../shared/connection-limits.js";
 import { TOKEN_OPTIONS, TOKEN_USAGE, internalToken, serverAdminToken } from "./credentials.js";
-import { untilSignal } from "./until-signal.js";
+import { exitAfter, stopLine, untilStopped } from "./until-signal.js";
 
 export const EDGE_PORT = 8000;
 export const DEFAULT_SHUTDOWN_GRACE_MS = 10_000;
@@ -155,7 +155,9 @@ export async function main(args: string[]): Promise<void> {
   const orchestrator = await startOrchestrator({ ...options, adminToken: admin.token, converter: values.converter });
   process.stderr.write(`thaw orchestrator: serving on ${orchestrator.url} (OpenAI API under /v1, SchedulerService, reflection)\n`);
   if (admin.file) process.stderr.write(`thaw orchestrator: operator commands use the admin token in ${admin.file}\n`);
-  const signal = await untilSignal();
-  process.stderr.write(`thaw orchestrator: ${signal}: letting running requests finish (up to ${shutdownGraceMs} ms)\n`);
-  await orchestrator.close(shutdownGraceMs);
+  const reason = await untilStopped();
+  const grace = reason.fatal === undefined ? shutdownGraceMs : 0;
+  process.stderr.write(stopLine("thaw orchestrator", reason, `letting running requests finish (up to ${grace} ms)`));
+  exitAfter(reason, grace + 10_000);
+  await orchestrator.close(grace);
 }

@@ -19,7 +19,7 @@ import { makeTinyModel } from "../tiny-model/tiny-model.js";
 import { GPU_TIER_OPTIONS, gpuTierFlags, parseSize } from "./agent-command.js";
 import { CONNECTION_USAGE, EDGE_PORT, numberFlag, ORCHESTRATOR_OPTIONS, orchestratorFlags } from "./orchestrator-command.js";
 import { TOKEN_USAGE, serverAdminToken } from "./credentials.js";
-import { untilSignal } from "./until-signal.js";
+import { exitAfter, stopLine, untilStopped } from "./until-signal.js";
 
 const USAGE = `usage: thaw serve [options]
 
@@ -227,9 +227,12 @@ export async function main(args: string[]): Promise<void> {
       `  try: curl ${system.url}/v1/chat/completions${auth} -d '{"model":"${model}","messages":[{"role":"user","content":"hi"}]}'\n` +
       (admin.file ? `  operators: npx thaw models list (the admin token is in ${admin.file})\n` : ""),
   );
-  const signal = await untilSignal();
-  process.stderr.write(`thaw serve: ${signal}: shutting down (running requests may finish for up to ${flags.shutdownGraceMs} ms)\n`);
-  await system.close(flags.shutdownGraceMs);
+  const reason = await untilStopped();
+  // After an error nothing caught, the state is unknown: running requests end at once.
+  const grace = reason.fatal === undefined ? flags.shutdownGraceMs : 0;
+  process.stderr.write(stopLine("thaw serve", reason, `shutting down (running requests may finish for up to ${grace} ms)`));
+  exitAfter(reason, grace + 10_000);
+  await system.close(grace);
 }
 
 function isFolder(source: string | undefined): boolean {
