@@ -26,6 +26,7 @@ import { agentModelKey, keyOf, refOf, tierName } from "./model-refs.js";
 import { cacheLevel } from "./placement.js";
 import { isNoProgress, withProgressTimeout } from "./progress-timeout.js";
 import type { Residency } from "./residency.js";
+import type { Timers } from "./timers.js";
 
 export interface ModelLoadsDeps {
   agents: AgentRegistry;
@@ -42,6 +43,8 @@ export interface ModelLoadsDeps {
   progressTimeoutMs: number;
   /** An agent whose call hung stays suspect at least this long, ms. */
   suspectHoldMs: number;
+  /** Node's timers unless given (a simulation's virtual clock). */
+  timers?: Timers;
 }
 
 /** Timeout of an UnloadModel call, ms (it frees memory and returns). */
@@ -109,6 +112,7 @@ export class ModelLoads {
       const progress = withProgressTimeout((signal) => client.loadModel(request, { signal }), {
         ms: this.deps.progressTimeoutMs,
         what: `LoadModel of ${model.spec.id} on agent ${agent.id}`,
+        timers: this.deps.timers,
       });
       for await (const p of progress) {
         // Models the agent moved down to DRAM to make room: placement sees the room they left at once.
@@ -154,6 +158,7 @@ export class ModelLoads {
         const progress = withProgressTimeout((signal) => client.downloadChunks({ ref, fileNames: shares[i] }, { signal }), {
           ms: this.deps.progressTimeoutMs,
           what: `DownloadChunks of ${keyOf(ref)} on agent ${w.id}`,
+          timers: this.deps.timers,
         });
         try {
           for await (const _ of progress);

@@ -23,12 +23,21 @@ export function refOf(model: RegisteredModel): CheckpointRef {
  * never should be) keeps a plain "id@rev" form, so a bad heartbeat cannot throw inside the scheduler.
  */
 export function keyOf(ref: CheckpointRef): string {
+  // Placement asks for the key of every agent's view of a model on every request: kept per ref
+  // object (refs are never changed once made; a changed field would still be read afresh).
+  const known = keys.get(ref);
+  if (known !== undefined && known.modelId === ref.modelId && known.revision === ref.revision) return known.key;
+  let key: string;
   try {
-    return modelKey(ref.modelId, ref.revision);
+    key = modelKey(ref.modelId, ref.revision);
   } catch {
-    return `${ref.modelId}@${ref.revision || DEFAULT_REVISION}`;
+    key = `${ref.modelId}@${ref.revision || DEFAULT_REVISION}`;
   }
+  keys.set(ref, { modelId: ref.modelId, revision: ref.revision, key });
+  return key;
 }
+
+const keys = new WeakMap<CheckpointRef, { modelId: string; revision: string; key: string }>();
 
 /** The key of a model on an agent ("agent|model key"), for per-agent state. */
 export function agentModelKey(agentId: string, ref: CheckpointRef): string {

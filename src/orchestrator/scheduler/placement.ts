@@ -127,6 +127,12 @@ export interface Score {
   memory: MemoryFit;
 }
 
+/**
+ * A ranking of agents for a model: scores lowest total first, eligible before ineligible, the first
+ * eligible `chosen` (scoreAgents is thaw's; a simulation puts others in its place to compare).
+ */
+export type PlacementPolicy = (model: PlacementModel, candidates: readonly PlacementCandidate[], weights: PlacementWeights) => Score[];
+
 /** cache_level of a tier: GPU 0, DRAM 1, disk 2, remote (or unknown) 3. */
 export function cacheLevel(tier: Tier): number {
   switch (tier) {

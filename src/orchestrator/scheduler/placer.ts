@@ -15,8 +15,9 @@ import type { Conversions } from "./conversions.js";
 import type { AgentClient, AgentConnector } from "./links.js";
 import type { RegisteredModel } from "./model-registry.js";
 import { keyOf, refOf } from "./model-refs.js";
-import { scoreAgents, type PlacementCandidate, type PlacementWeights, type Score } from "./placement.js";
+import { scoreAgents, type PlacementCandidate, type PlacementPolicy, type PlacementWeights, type Score } from "./placement.js";
 import type { Residency } from "./residency.js";
+import { realTimers, type Timers } from "./timers.js";
 
 export interface PlacerDeps {
   agents: AgentRegistry;
@@ -29,6 +30,10 @@ export interface PlacerDeps {
   /** How long a request waits for an agent to appear when none is usable, ms. */
   agentWaitMs: number;
   now: () => number;
+  /** Node's timers unless given (a simulation's virtual clock). */
+  timers?: Timers;
+  /** How agents are ranked: thaw's cost (scoreAgents) unless given (a simulation comparing policies). */
+  policy?: PlacementPolicy;
 }
 
 /** A request placed on an agent, holding admission slots there. */
@@ -54,7 +59,8 @@ export class Placer {
       else if (exclude.has(a.id)) ineligible = "failed this request already";
       return { status: a.status, inflight: admission.inflight(a.id), ineligible, tierOverride: residency.tierOverride(a.id, ref), devices: residency.devices(a) };
     });
-    return scoreAgents({ ref, key: keyOf(ref), bytes: this.deps.conversions.sizeOf(model) }, candidates, this.deps.weights);
+    const policy = this.deps.policy ?? scoreAgents;
+    return policy({ ref, key: keyOf(ref), bytes: this.deps.conversions.sizeOf(model) }, candidates, this.deps.weights);
   }
 
   /**
@@ -66,14 +72,14 @@ export class Placer {
     const waitMs = waitForAgents ? this.deps.agentWaitMs : 0;
     const deadline = this.deps.now() + waitMs;
     // At the deadline the request must look once more (and fail) even if nothing else changes.
-    const timer = waitMs > 0 ? setTimeout(() => this.deps.admission.retryWaiting(), waitMs) : undefined;
-    timer?.unref();
+    const timers = this.deps.timers ?? realTimers;
+    const timer = waitMs > 0 ? timers.setTimeout(() => this.deps.admission.retryWaiting(), waitMs) : undefined;
     // Requests alike in everything placement looks at succeed or wait alike (later ones have later deadlines).
     const kind = `${keyOf(refOf(model))}|${slots}|${waitMs > 0}|${[...exclude].sort().join(",")}`;
     try {
       return await this.deps.admission.admit(() => this.tryPlace(model, slots, exclude, deadline), signal, kind);
     } finally {
-      clearTimeout(timer);
+      timers.clearTimeout(timer);
     }
   }
 

@@ -2,6 +2,7 @@
 // than the limit aborts the call (LoadModel and DownloadChunks can take minutes for a large model,
 // so a total deadline would be wrong; a call that stops reporting is hung).
 import { Code, ConnectError } from "@connectrpc/connect";
+import { realTimers, type Timers } from "./timers.js";
 
 // Errors this module made. (Not a ConnectError subclass: ConnectError's instanceof checks the
 // error's name, so a subclass could not be told apart from any other ConnectError.)
@@ -26,15 +27,15 @@ export function isNoProgress(err: unknown): err is ConnectError {
  */
 export async function* withProgressTimeout<T>(
   call: (signal: AbortSignal) => AsyncIterable<T>,
-  options: { ms: number; what: string; signal?: AbortSignal },
+  options: { ms: number; what: string; signal?: AbortSignal; timers?: Timers },
 ): AsyncGenerator<T> {
-  const { ms, what, signal } = options;
+  const { ms, what, signal, timers = realTimers } = options;
   signal?.throwIfAborted();
   const ctl = new AbortController();
   const onAbort = () => ctl.abort(signal!.reason);
   signal?.addEventListener("abort", onAbort, { once: true });
   let silent: ConnectError | undefined;
-  const timer = setTimeout(() => {
+  const timer = timers.setTimeout(() => {
     silent = noProgress(what, ms);
     ctl.abort(silent);
   }, ms);
@@ -46,7 +47,7 @@ export async function* withProgressTimeout<T>(
   } catch (err) {
     throw silent ?? err;
   } finally {
-    clearTimeout(timer);
+    timers.clearTimeout(timer);
     signal?.removeEventListener("abort", onAbort);
   }
 }

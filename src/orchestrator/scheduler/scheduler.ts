@@ -23,11 +23,12 @@ import type { AgentConnector, ConverterLink } from "./links.js";
 import { ModelLoads } from "./model-loads.js";
 import type { ModelRegistry, RegisteredModel } from "./model-registry.js";
 import { refOf, tierName } from "./model-refs.js";
-import type { PlacementWeights, Score } from "./placement.js";
+import type { PlacementPolicy, PlacementWeights, Score } from "./placement.js";
 import { Placer } from "./placer.js";
 import { RequestRunner, type ChoiceOutput, type InferInit } from "./request-runner.js";
 import { chatPlan, completionPlan } from "./requests.js";
 import { Residency } from "./residency.js";
+import type { Timers } from "./timers.js";
 
 export { refOf, tierName };
 export type { ChoiceOutput };
@@ -68,6 +69,10 @@ export interface SchedulerDeps {
   /** Absent: models are expected to be in the store already (agents fetch them themselves). */
   converter?: ConverterLink;
   now?: () => number;
+  /** Node's timers unless given: with `now`, a simulation runs the scheduler in virtual time (bench/sim). */
+  timers?: Timers;
+  /** thaw's placement cost unless given (bench/sim compares others on the same workload). */
+  placementPolicy?: PlacementPolicy;
   log?: (message: string) => void;
 }
 
@@ -115,8 +120,9 @@ export class Scheduler {
       log,
       progressTimeoutMs: o.progressTimeoutMs,
       suspectHoldMs: o.suspectHoldMs ?? o.progressTimeoutMs,
+      timers: deps.timers,
     });
-    this.placer = new Placer({ agents, residency: this.residency, admission, conversions: this.conversions, connector, metrics, weights: o.weights, agentWaitMs: o.agentWaitMs, now });
+    this.placer = new Placer({ agents, residency: this.residency, admission, conversions: this.conversions, connector, metrics, weights: o.weights, agentWaitMs: o.agentWaitMs, now, timers: deps.timers, policy: deps.placementPolicy });
     this.runner = new RequestRunner({
       agents,
       residency: this.residency,
