@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import ARCHS, PYTHON_DIR, TINY_PAGE, load_fixture, load_request
+from conftest import ARCHS, FAMILIES, PYTHON_DIR, TINY_PAGE, load_fixture, load_request
 from thaw_engine.runner import DecodeItem, PrefillItem
 from thaw_engine.sampling import SamplingOptions
 from thaw_engine.weights import read_index
@@ -86,7 +86,7 @@ def teacher_forced(lm, prompts, refs) -> dict:
     return {"steps": total, "argmax_agreement": agree / total, "max_abs_logit_diff_top5": max_diff, "hf_margin_where_different": near_ties}
 
 
-@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("arch", FAMILIES)
 def test_cuda_bfloat16_against_transformers(arch, tiny_checkpoints, load_model):
     """bf16 on CUDA against transformers' bf16 on CUDA. Free-running greedy outputs part where the
     top two logits are within bf16 rounding of each other (transformers' own bf16 and float32 runs part
@@ -258,3 +258,62 @@ def test_served_by_the_loop_thread_on_cuda(tiny_checkpoints, tiny_worker, load_m
         a.add(f"r{i}", p, GREEDY, lambda ev, i=i: (got[i].extend(ev.token_ids), ev.finish_reason and done[i].set()))
     assert all(d.wait(60) for d in done)
     assert got == want
+
+
+# ---- families, MoE and FP8 on CUDA (written 2026-12-03 without a GPU: not yet run) ------------------
+
+
+@pytest.mark.parametrize("arch", FAMILIES)
+def test_cuda_float32_families_match_cpu(arch, tiny_checkpoints, load_model):
+    """Every family on CUDA in float32 (graphs, fast kernels, sliding masks, soft-capping, the MoE
+    gathered path, partial rotary) gives the CPU's greedy tokens."""
+    torch.backends.cuda.matmul.allow_tf32 = False
+    folder = tiny_checkpoints[arch]
+    cpu = [o.token_ids for o in load_model(folder, kv_bytes=16 << 20).engine.generate(PROMPTS, GREEDY)]
+    gpu = load_model(folder, device="cuda:0", dtype="float32", kv_bytes=16 << 20)
+    gpu.runner.capture_graphs(8)
+    assert [o.token_ids for o in gpu.engine.generate(PROMPTS, GREEDY)] == cpu
+
+
+def test_cuda_moe_grouped_and_gathered_match_the_loop(tiny_checkpoints, load_model):
+    lm = load_model(tiny_checkpoints["qwen3-moe"], device="cuda:0", dtype="bfloat16", kv_bytes=16 << 20)
+    model = lm.model
+    ex = next(layer.experts for layer in model.layers if layer.experts is not None)
+    h = torch.randn(37, model.cfg.hidden_size, device="cuda:0", dtype=torch.bfloat16)
+    weights, idx = model.route(h, ex)
+    ref = model._moe_loop(h, ex, weights, idx).float()
+    for impl in ("_moe_gathered", "_moe_grouped"):
+        if impl == "_moe_grouped" and not hasattr(torch, "_grouped_mm"):
+            continue
+        got = getattr(model, impl)(h, ex, weights, idx).float()
+        assert (got - ref).abs().max().item() < 0.05 * ref.abs().max().item(), impl
+
+
+def test_cuda_fp8_scaled_mm_matches_the_dequantized_weight():
+    from thaw_engine import fp8
+
+    dev = torch.device("cuda:0")
+    if not fp8.scaled_mm_available(dev):
+        pytest.skip("torch._scaled_mm needs compute capability 8.9 or more")
+    w = torch.randn(256, 512, device=dev) * 0.05
+    block = (128, 128)
+    scale = w.view(2, 128, 4, 128).abs().amax(dim=(1, 3)) / fp8.E4M3_MAX
+    q = (w / fp8.expand_scale(scale, 256, 512, block)).to(torch.float8_e4m3fn)
+    ref_w = fp8.dequantize(q, scale, torch.bfloat16, block)
+    lin = fp8.Fp8Linear.from_checkpoint(q, scale, torch.bfloat16, block)
+    x = torch.randn(33, 512, device=dev, dtype=torch.bfloat16)
+    ref = torch.nn.functional.linear(x, ref_w).float()
+    got = lin(x).float()
+    assert (got - ref).abs().max().item() < 0.08 * ref.abs().max().item()
+
+
+def test_cuda_fp8_model_keeps_fp8_weights_and_follows_the_reference(tiny_checkpoints, load_model):
+    from thaw_engine import fp8
+
+    if not fp8.scaled_mm_available(torch.device("cuda:0")):
+        pytest.skip("torch._scaled_mm needs compute capability 8.9 or more")
+    fx = load_fixture("qwen3-fp8")
+    lm = load_model(tiny_checkpoints["qwen3-fp8"], device="cuda:0", dtype="bfloat16", kv_bytes=16 << 20)
+    assert lm.model.fp8_weights == 28 and lm.model.dequantized_weights == 0
+    tf = teacher_forced(lm, fx["prompts"], fx["cpu_float32"])
+    assert tf["argmax_agreement"] >= 0.8

@@ -305,8 +305,11 @@ class DecoderModel:
         #: how routed experts run: "loop" (per expert, the reference; CPU), "gathered" (each token's
         #: experts gathered and multiplied in one bmm: few tokens), "grouped" (tokens sorted by
         #: expert, torch._grouped_mm: CUDA)
-        self.moe_impl = "grouped" if device.type == "cuda" and hasattr(torch, "_grouped_mm") else "loop"
-        self.moe_gather_max_tokens = 4  # "grouped": at most this many tokens use "gathered" (decode at batch 1..4)
+        grouped = device.type == "cuda" and hasattr(torch, "_grouped_mm") and dtype == torch.bfloat16
+        self.moe_impl = "grouped" if grouped else "gathered" if device.type == "cuda" else "loop"
+        #: below this many tokens "grouped" uses "gathered" (decode at small batches), and above it
+        #: "gathered" uses "loop" (a prefill without grouped GEMMs: gathering would copy t*k experts)
+        self.moe_gather_max_tokens = 4 if grouped else 64
 
     # ---- construction helpers --------------------------------------------------------------------
 
@@ -393,6 +396,8 @@ class DecoderModel:
         impl = self.moe_impl
         if impl == "grouped" and h.shape[0] <= self.moe_gather_max_tokens:
             impl = "gathered"
+        elif impl == "gathered" and h.shape[0] > self.moe_gather_max_tokens:
+            impl = "loop"
         if impl == "gathered":
             return self._moe_gathered(h, ex, weights, idx)
         if impl == "grouped":

@@ -10,6 +10,7 @@ import {
   CheckpointIndexSchema,
   ChecksumAlgorithm,
   type ExtraFileSchema,
+  type QuantizationSchema,
   type SourceInfoSchema,
   type TensorEntrySchema,
 } from "../gen/thaw/checkpoint/v1/checkpoint_pb.js";
@@ -47,6 +48,8 @@ export interface WriteCheckpointOptions {
   sideFiles?: readonly SideFileInput[];
   source?: MessageInitShape<typeof SourceInfoSchema>;
   architecture?: string;
+  /** How the weights are quantized (FP8 weights stored as they are, with their scales). */
+  quantization?: MessageInitShape<typeof QuantizationSchema>;
   metadata?: Record<string, string>;
   signal?: AbortSignal;
   onProgress?: (progress: WriteProgress) => void;
@@ -204,6 +207,7 @@ export async function writeCheckpoint(
       source: options.source,
       createdUnixMs: BigInt((options.now ?? Date.now)()),
       architecture: options.architecture ?? "",
+      quantization: options.quantization,
       metadata: options.metadata ?? {},
     });
     signal?.throwIfAborted();

@@ -17,7 +17,9 @@ import { toConvertError } from "./convert-error.js";
 import type { HubSettings } from "./sources/hub-client.js";
 import { resolveHubSource } from "./sources/hub-source.js";
 import { resolveLocalFolder } from "./sources/local-folder-source.js";
+import type { TensorInput } from "../checkpoint/tensor-input.js";
 import { checkModelConfig, ModelConfigError } from "./model-config.js";
+import { describeQuantization } from "./quantization.js";
 import { CONFIG_FILE } from "./sources/repo-files.js";
 import type { ResolvedSource } from "./sources/resolved-source.js";
 import { openWeightFiles } from "./sources/weight-files.js";
@@ -134,7 +136,7 @@ export async function convertModel(options: ConvertOptions): Promise<CheckpointI
     }
     signal?.throwIfAborted();
 
-    const architecture = await readArchitecture(resolved);
+    const { architecture, config } = await readConfig(resolved);
     if (local && options.hashLocalFiles) {
       for (const f of resolved.weightFiles) f.sha256 = await sha256File(f.path, signal);
     }
@@ -142,6 +144,7 @@ export async function convertModel(options: ConvertOptions): Promise<CheckpointI
     let index: CheckpointIndex;
     try {
       if (weights.tensors.length === 0) throw new ConnectError(`${source} has no tensors`, Code.InvalidArgument);
+      const quantization = quantizationOrRefusal(config, weights.tensors, resolved.location);
       // Files are done once their last tensor is: tensors arrive file by file.
       const lastOfFile = resolved.weightFiles.map((_, f) => weights.fileOf.lastIndexOf(f));
       const filesTotal = resolved.weightFiles.length;
@@ -159,6 +162,7 @@ export async function convertModel(options: ConvertOptions): Promise<CheckpointI
           files: resolved.weightFiles.map((f) => ({ name: f.name, size: BigInt(f.size), sha256: f.sha256 })),
         },
         architecture,
+        quantization,
         metadata: weights.metadata,
         signal,
         blockSize: options.blockSize,
@@ -215,8 +219,8 @@ async function existingIndex(store: CheckpointStore, key: string): Promise<Check
   }
 }
 
-/** The architecture named in config.json; InvalidArgument when config.json is not JSON or names impossible sizes. */
-async function readArchitecture(source: ResolvedSource): Promise<string> {
+/** config.json and the architecture it names; InvalidArgument when it is not JSON, names impossible sizes or an architecture the engine does not serve. */
+async function readConfig(source: ResolvedSource): Promise<{ architecture: string; config: Record<string, unknown> }> {
   const config = source.sideFiles.find((f) => f.name === CONFIG_FILE);
   if (config === undefined) throw new ConnectError(`${source.location} has no ${CONFIG_FILE}`, Code.FailedPrecondition);
   let json: { architectures?: unknown };
@@ -232,7 +236,17 @@ async function readArchitecture(source: ResolvedSource): Promise<string> {
     throw new ConnectError(`${source.location}/${CONFIG_FILE}: ${err.message}`, Code.InvalidArgument);
   }
   const arch = Array.isArray(json?.architectures) ? json.architectures[0] : undefined;
-  return typeof arch === "string" ? arch : "";
+  return { architecture: typeof arch === "string" ? arch : "", config: json as Record<string, unknown> };
+}
+
+/** The index's record of FP8 weights; InvalidArgument when the tensors do not match config.json's quantization_config. */
+function quantizationOrRefusal(config: Record<string, unknown>, tensors: readonly TensorInput[], location: string): ReturnType<typeof describeQuantization> {
+  try {
+    return describeQuantization(config, tensors);
+  } catch (err) {
+    if (!(err instanceof ModelConfigError)) throw err;
+    throw new ConnectError(`${location}: ${err.message}`, Code.InvalidArgument);
+  }
 }
 
 async function sha256File(file: string, signal?: AbortSignal): Promise<string> {

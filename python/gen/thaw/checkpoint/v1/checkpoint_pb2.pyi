@@ -24,9 +24,13 @@ DTYPE_U32: Dtype
 DTYPE_U64: Dtype
 DTYPE_U8: Dtype
 DTYPE_UNSPECIFIED: Dtype
+SCALE_GRANULARITY_BLOCK: ScaleGranularity
+SCALE_GRANULARITY_CHANNEL: ScaleGranularity
+SCALE_GRANULARITY_TENSOR: ScaleGranularity
+SCALE_GRANULARITY_UNSPECIFIED: ScaleGranularity
 
 class CheckpointIndex(_message.Message):
-    __slots__ = ["alignment", "architecture", "chunk_size", "chunks", "created_unix_ms", "extra_files", "format_version", "metadata", "model_key", "ref", "source", "tensors", "total_bytes"]
+    __slots__ = ["alignment", "architecture", "chunk_size", "chunks", "created_unix_ms", "extra_files", "format_version", "metadata", "model_key", "quantization", "ref", "source", "tensors", "total_bytes"]
     class MetadataEntry(_message.Message):
         __slots__ = ["key", "value"]
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -43,6 +47,7 @@ class CheckpointIndex(_message.Message):
     FORMAT_VERSION_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
     MODEL_KEY_FIELD_NUMBER: _ClassVar[int]
+    QUANTIZATION_FIELD_NUMBER: _ClassVar[int]
     REF_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
     TENSORS_FIELD_NUMBER: _ClassVar[int]
@@ -56,11 +61,12 @@ class CheckpointIndex(_message.Message):
     format_version: int
     metadata: _containers.ScalarMap[str, str]
     model_key: str
+    quantization: Quantization
     ref: CheckpointRef
     source: SourceInfo
     tensors: _containers.RepeatedCompositeFieldContainer[TensorEntry]
     total_bytes: int
-    def __init__(self, format_version: _Optional[int] = ..., ref: _Optional[_Union[CheckpointRef, _Mapping]] = ..., model_key: _Optional[str] = ..., alignment: _Optional[int] = ..., chunk_size: _Optional[int] = ..., tensors: _Optional[_Iterable[_Union[TensorEntry, _Mapping]]] = ..., chunks: _Optional[_Iterable[_Union[ChunkEntry, _Mapping]]] = ..., total_bytes: _Optional[int] = ..., extra_files: _Optional[_Iterable[_Union[ExtraFile, _Mapping]]] = ..., source: _Optional[_Union[SourceInfo, _Mapping]] = ..., created_unix_ms: _Optional[int] = ..., architecture: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    def __init__(self, format_version: _Optional[int] = ..., ref: _Optional[_Union[CheckpointRef, _Mapping]] = ..., model_key: _Optional[str] = ..., alignment: _Optional[int] = ..., chunk_size: _Optional[int] = ..., tensors: _Optional[_Iterable[_Union[TensorEntry, _Mapping]]] = ..., chunks: _Optional[_Iterable[_Union[ChunkEntry, _Mapping]]] = ..., total_bytes: _Optional[int] = ..., extra_files: _Optional[_Iterable[_Union[ExtraFile, _Mapping]]] = ..., source: _Optional[_Union[SourceInfo, _Mapping]] = ..., created_unix_ms: _Optional[int] = ..., architecture: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., quantization: _Optional[_Union[Quantization, _Mapping]] = ...) -> None: ...
 
 class CheckpointRef(_message.Message):
     __slots__ = ["model_id", "revision"]
@@ -116,6 +122,22 @@ class ExtraFile(_message.Message):
     size: int
     def __init__(self, name: _Optional[str] = ..., size: _Optional[int] = ..., sha256: _Optional[str] = ...) -> None: ...
 
+class Quantization(_message.Message):
+    __slots__ = ["block_size", "granularity", "method", "quantized_bytes", "quantized_tensors", "weight_dtype"]
+    BLOCK_SIZE_FIELD_NUMBER: _ClassVar[int]
+    GRANULARITY_FIELD_NUMBER: _ClassVar[int]
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    QUANTIZED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    QUANTIZED_TENSORS_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_DTYPE_FIELD_NUMBER: _ClassVar[int]
+    block_size: _containers.RepeatedScalarFieldContainer[int]
+    granularity: ScaleGranularity
+    method: str
+    quantized_bytes: int
+    quantized_tensors: int
+    weight_dtype: Dtype
+    def __init__(self, method: _Optional[str] = ..., weight_dtype: _Optional[_Union[Dtype, str]] = ..., granularity: _Optional[_Union[ScaleGranularity, str]] = ..., block_size: _Optional[_Iterable[int]] = ..., quantized_tensors: _Optional[int] = ..., quantized_bytes: _Optional[int] = ...) -> None: ...
+
 class SourceFile(_message.Message):
     __slots__ = ["name", "sha256", "size"]
     NAME_FIELD_NUMBER: _ClassVar[int]
@@ -160,4 +182,7 @@ class Dtype(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = []
 
 class ChecksumAlgorithm(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = []
+
+class ScaleGranularity(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = []

@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file thaw/checkpoint/v1/checkpoint.proto.
  */
 export const file_thaw_checkpoint_v1_checkpoint: GenFile = /*@__PURE__*/
-  fileDesc("CiN0aGF3L2NoZWNrcG9pbnQvdjEvY2hlY2twb2ludC5wcm90bxISdGhhdy5jaGVja3BvaW50LnYxIjMKDUNoZWNrcG9pbnRSZWYSEAoIbW9kZWxfaWQYASABKAkSEAoIcmV2aXNpb24YAiABKAkimQEKC1RlbnNvckVudHJ5EgwKBG5hbWUYASABKAkSKAoFZHR5cGUYAiABKA4yGS50aGF3LmNoZWNrcG9pbnQudjEuRHR5cGUSDQoFc2hhcGUYAyADKAQSDQoFY2h1bmsYBCABKA0SDgoGb2Zmc2V0GAUgASgEEhMKC2J5dGVfbGVuZ3RoGAYgASgEEg8KB2FsaWFzZXMYByADKAkiUwoIQ2hlY2tzdW0SOAoJYWxnb3JpdGhtGAEgASgOMiUudGhhdy5jaGVja3BvaW50LnYxLkNoZWNrc3VtQWxnb3JpdGhtEg0KBXZhbHVlGAIgASgEImQKCkNodW5rRW50cnkSEQoJZmlsZV9uYW1lGAEgASgJEhMKC2J5dGVfbGVuZ3RoGAIgASgEEi4KCGNoZWNrc3VtGAMgASgLMhwudGhhdy5jaGVja3BvaW50LnYxLkNoZWNrc3VtIjgKClNvdXJjZUZpbGUSDAoEbmFtZRgBIAEoCRIMCgRzaXplGAIgASgEEg4KBnNoYTI1NhgDIAEoCSJxCgpTb3VyY2VJbmZvEhAKCG1vZGVsX2lkGAEgASgJEhAKCHJldmlzaW9uGAIgASgJEhAKCGxvY2F0aW9uGAMgASgJEi0KBWZpbGVzGAQgAygLMh4udGhhdy5jaGVja3BvaW50LnYxLlNvdXJjZUZpbGUiNwoJRXh0cmFGaWxlEgwKBG5hbWUYASABKAkSDAoEc2l6ZRgCIAEoBBIOCgZzaGEyNTYYAyABKAkikwQKD0NoZWNrcG9pbnRJbmRleBIWCg5mb3JtYXRfdmVyc2lvbhgBIAEoDRIuCgNyZWYYAiABKAsyIS50aGF3LmNoZWNrcG9pbnQudjEuQ2hlY2twb2ludFJlZhIRCgltb2RlbF9rZXkYAyABKAkSEQoJYWxpZ25tZW50GAQgASgEEhIKCmNodW5rX3NpemUYBSABKAQSMAoHdGVuc29ycxgGIAMoCzIfLnRoYXcuY2hlY2twb2ludC52MS5UZW5zb3JFbnRyeRIuCgZjaHVua3MYByADKAsyHi50aGF3LmNoZWNrcG9pbnQudjEuQ2h1bmtFbnRyeRITCgt0b3RhbF9ieXRlcxgIIAEoBBIyCgtleHRyYV9maWxlcxgJIAMoCzIdLnRoYXcuY2hlY2twb2ludC52MS5FeHRyYUZpbGUSLgoGc291cmNlGAogASgLMh4udGhhdy5jaGVja3BvaW50LnYxLlNvdXJjZUluZm8SFwoPY3JlYXRlZF91bml4X21zGAsgASgDEhQKDGFyY2hpdGVjdHVyZRgMIAEoCRJDCghtZXRhZGF0YRgNIAMoCzIxLnRoYXcuY2hlY2twb2ludC52MS5DaGVja3BvaW50SW5kZXguTWV0YWRhdGFFbnRyeRovCg1NZXRhZGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEixQEKEUNoZWNrcG9pbnRTdW1tYXJ5Ei4KA3JlZhgBIAEoCzIhLnRoYXcuY2hlY2twb2ludC52MS5DaGVja3BvaW50UmVmEhEKCW1vZGVsX2tleRgCIAEoCRITCgt0b3RhbF9ieXRlcxgDIAEoBBIUCgx0ZW5zb3JfY291bnQYBCABKA0SEwoLY2h1bmtfY291bnQYBSABKA0SFAoMYXJjaGl0ZWN0dXJlGAYgASgJEhcKD2NyZWF0ZWRfdW5peF9tcxgHIAEoAyqHAgoFRHR5cGUSFQoRRFRZUEVfVU5TUEVDSUZJRUQQABIOCgpEVFlQRV9CRjE2EAESDQoJRFRZUEVfRjE2EAISDQoJRFRZUEVfRjMyEAMSDQoJRFRZUEVfRjY0EAQSEQoNRFRZUEVfRjhfRTRNMxAFEhEKDURUWVBFX0Y4X0U1TTIQBhIMCghEVFlQRV9JOBAHEgwKCERUWVBFX1U4EAgSDQoJRFRZUEVfSTE2EAkSDQoJRFRZUEVfVTE2EAoSDQoJRFRZUEVfSTMyEAsSDQoJRFRZUEVfVTMyEAwSDQoJRFRZUEVfSTY0EA0SDQoJRFRZUEVfVTY0EA4SDgoKRFRZUEVfQk9PTBAPKnYKEUNoZWNrc3VtQWxnb3JpdGhtEiIKHkNIRUNLU1VNX0FMR09SSVRITV9VTlNQRUNJRklFRBAAEh0KGUNIRUNLU1VNX0FMR09SSVRITV9DUkMzMkMQARIeChpDSEVDS1NVTV9BTEdPUklUSE1fWFhIM182NBACYgZwcm90bzM");
+  fileDesc("CiN0aGF3L2NoZWNrcG9pbnQvdjEvY2hlY2twb2ludC5wcm90bxISdGhhdy5jaGVja3BvaW50LnYxIjMKDUNoZWNrcG9pbnRSZWYSEAoIbW9kZWxfaWQYASABKAkSEAoIcmV2aXNpb24YAiABKAkimQEKC1RlbnNvckVudHJ5EgwKBG5hbWUYASABKAkSKAoFZHR5cGUYAiABKA4yGS50aGF3LmNoZWNrcG9pbnQudjEuRHR5cGUSDQoFc2hhcGUYAyADKAQSDQoFY2h1bmsYBCABKA0SDgoGb2Zmc2V0GAUgASgEEhMKC2J5dGVfbGVuZ3RoGAYgASgEEg8KB2FsaWFzZXMYByADKAkiUwoIQ2hlY2tzdW0SOAoJYWxnb3JpdGhtGAEgASgOMiUudGhhdy5jaGVja3BvaW50LnYxLkNoZWNrc3VtQWxnb3JpdGhtEg0KBXZhbHVlGAIgASgEImQKCkNodW5rRW50cnkSEQoJZmlsZV9uYW1lGAEgASgJEhMKC2J5dGVfbGVuZ3RoGAIgASgEEi4KCGNoZWNrc3VtGAMgASgLMhwudGhhdy5jaGVja3BvaW50LnYxLkNoZWNrc3VtIjgKClNvdXJjZUZpbGUSDAoEbmFtZRgBIAEoCRIMCgRzaXplGAIgASgEEg4KBnNoYTI1NhgDIAEoCSJxCgpTb3VyY2VJbmZvEhAKCG1vZGVsX2lkGAEgASgJEhAKCHJldmlzaW9uGAIgASgJEhAKCGxvY2F0aW9uGAMgASgJEi0KBWZpbGVzGAQgAygLMh4udGhhdy5jaGVja3BvaW50LnYxLlNvdXJjZUZpbGUiNwoJRXh0cmFGaWxlEgwKBG5hbWUYASABKAkSDAoEc2l6ZRgCIAEoBBIOCgZzaGEyNTYYAyABKAkiywQKD0NoZWNrcG9pbnRJbmRleBIWCg5mb3JtYXRfdmVyc2lvbhgBIAEoDRIuCgNyZWYYAiABKAsyIS50aGF3LmNoZWNrcG9pbnQudjEuQ2hlY2twb2ludFJlZhIRCgltb2RlbF9rZXkYAyABKAkSEQoJYWxpZ25tZW50GAQgASgEEhIKCmNodW5rX3NpemUYBSABKAQSMAoHdGVuc29ycxgGIAMoCzIfLnRoYXcuY2hlY2twb2ludC52MS5UZW5zb3JFbnRyeRIuCgZjaHVua3MYByADKAsyHi50aGF3LmNoZWNrcG9pbnQudjEuQ2h1bmtFbnRyeRITCgt0b3RhbF9ieXRlcxgIIAEoBBIyCgtleHRyYV9maWxlcxgJIAMoCzIdLnRoYXcuY2hlY2twb2ludC52MS5FeHRyYUZpbGUSLgoGc291cmNlGAogASgLMh4udGhhdy5jaGVja3BvaW50LnYxLlNvdXJjZUluZm8SFwoPY3JlYXRlZF91bml4X21zGAsgASgDEhQKDGFyY2hpdGVjdHVyZRgMIAEoCRJDCghtZXRhZGF0YRgNIAMoCzIxLnRoYXcuY2hlY2twb2ludC52MS5DaGVja3BvaW50SW5kZXguTWV0YWRhdGFFbnRyeRI2CgxxdWFudGl6YXRpb24YDiABKAsyIC50aGF3LmNoZWNrcG9pbnQudjEuUXVhbnRpemF0aW9uGi8KDU1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASLSAQoMUXVhbnRpemF0aW9uEg4KBm1ldGhvZBgBIAEoCRIvCgx3ZWlnaHRfZHR5cGUYAiABKA4yGS50aGF3LmNoZWNrcG9pbnQudjEuRHR5cGUSOQoLZ3JhbnVsYXJpdHkYAyABKA4yJC50aGF3LmNoZWNrcG9pbnQudjEuU2NhbGVHcmFudWxhcml0eRISCgpibG9ja19zaXplGAQgAygNEhkKEXF1YW50aXplZF90ZW5zb3JzGAUgASgNEhcKD3F1YW50aXplZF9ieXRlcxgGIAEoBCLFAQoRQ2hlY2twb2ludFN1bW1hcnkSLgoDcmVmGAEgASgLMiEudGhhdy5jaGVja3BvaW50LnYxLkNoZWNrcG9pbnRSZWYSEQoJbW9kZWxfa2V5GAIgASgJEhMKC3RvdGFsX2J5dGVzGAMgASgEEhQKDHRlbnNvcl9jb3VudBgEIAEoDRITCgtjaHVua19jb3VudBgFIAEoDRIUCgxhcmNoaXRlY3R1cmUYBiABKAkSFwoPY3JlYXRlZF91bml4X21zGAcgASgDKocCCgVEdHlwZRIVChFEVFlQRV9VTlNQRUNJRklFRBAAEg4KCkRUWVBFX0JGMTYQARINCglEVFlQRV9GMTYQAhINCglEVFlQRV9GMzIQAxINCglEVFlQRV9GNjQQBBIRCg1EVFlQRV9GOF9FNE0zEAUSEQoNRFRZUEVfRjhfRTVNMhAGEgwKCERUWVBFX0k4EAcSDAoIRFRZUEVfVTgQCBINCglEVFlQRV9JMTYQCRINCglEVFlQRV9VMTYQChINCglEVFlQRV9JMzIQCxINCglEVFlQRV9VMzIQDBINCglEVFlQRV9JNjQQDRINCglEVFlQRV9VNjQQDhIOCgpEVFlQRV9CT09MEA8qdgoRQ2hlY2tzdW1BbGdvcml0aG0SIgoeQ0hFQ0tTVU1fQUxHT1JJVEhNX1VOU1BFQ0lGSUVEEAASHQoZQ0hFQ0tTVU1fQUxHT1JJVEhNX0NSQzMyQxABEh4KGkNIRUNLU1VNX0FMR09SSVRITV9YWEgzXzY0EAIqjwEKEFNjYWxlR3JhbnVsYXJpdHkSIQodU0NBTEVfR1JBTlVMQVJJVFlfVU5TUEVDSUZJRUQQABIcChhTQ0FMRV9HUkFOVUxBUklUWV9URU5TT1IQARIdChlTQ0FMRV9HUkFOVUxBUklUWV9DSEFOTkVMEAISGwoXU0NBTEVfR1JBTlVMQVJJVFlfQkxPQ0sQA2IGcHJvdG8z");
 
 /**
  * Names one checkpoint: a model id at a revision.
@@ -376,6 +376,13 @@ export type CheckpointIndex = Message<"thaw.checkpoint.v1.CheckpointIndex"> & {
    * @generated from field: map<string, string> metadata = 13;
    */
   metadata: { [key: string]: string };
+
+  /**
+   * How the weights are quantized, as converted (unset for unquantized checkpoints).
+   *
+   * @generated from field: thaw.checkpoint.v1.Quantization quantization = 14;
+   */
+  quantization?: Quantization | undefined;
 };
 
 /**
@@ -384,6 +391,64 @@ export type CheckpointIndex = Message<"thaw.checkpoint.v1.CheckpointIndex"> & {
  */
 export const CheckpointIndexSchema: GenMessage<CheckpointIndex> = /*@__PURE__*/
   messageDesc(file_thaw_checkpoint_v1_checkpoint, 7);
+
+/**
+ * Quantized weights of a checkpoint, stored as the source published them (never dequantized at
+ * conversion): each quantized tensor has its scale tensor beside it in the index.
+ *
+ * @generated from message thaw.checkpoint.v1.Quantization
+ */
+export type Quantization = Message<"thaw.checkpoint.v1.Quantization"> & {
+  /**
+   * The quantizer that wrote the source, as config.json's quantization_config names it
+   * ("fp8" for transformers' FP8, "compressed-tensors").
+   *
+   * @generated from field: string method = 1;
+   */
+  method: string;
+
+  /**
+   * Element type of the quantized weights (DTYPE_F8_E4M3).
+   *
+   * @generated from field: thaw.checkpoint.v1.Dtype weight_dtype = 2;
+   */
+  weightDtype: Dtype;
+
+  /**
+   * Granularity of the weight scales.
+   *
+   * @generated from field: thaw.checkpoint.v1.ScaleGranularity granularity = 3;
+   */
+  granularity: ScaleGranularity;
+
+  /**
+   * Block shape [rows, columns] of block-wise scales; empty otherwise.
+   *
+   * @generated from field: repeated uint32 block_size = 4;
+   */
+  blockSize: number[];
+
+  /**
+   * Number of quantized weight tensors.
+   *
+   * @generated from field: uint32 quantized_tensors = 5;
+   */
+  quantizedTensors: number;
+
+  /**
+   * Bytes of the quantized weights and their scales.
+   *
+   * @generated from field: uint64 quantized_bytes = 6;
+   */
+  quantizedBytes: bigint;
+};
+
+/**
+ * Describes the message thaw.checkpoint.v1.Quantization.
+ * Use `create(QuantizationSchema)` to create a new message.
+ */
+export const QuantizationSchema: GenMessage<Quantization> = /*@__PURE__*/
+  messageDesc(file_thaw_checkpoint_v1_checkpoint, 8);
 
 /**
  * A short description of a checkpoint, for listings.
@@ -446,7 +511,7 @@ export type CheckpointSummary = Message<"thaw.checkpoint.v1.CheckpointSummary"> 
  * Use `create(CheckpointSummarySchema)` to create a new message.
  */
 export const CheckpointSummarySchema: GenMessage<CheckpointSummary> = /*@__PURE__*/
-  messageDesc(file_thaw_checkpoint_v1_checkpoint, 8);
+  messageDesc(file_thaw_checkpoint_v1_checkpoint, 9);
 
 /**
  * Element type of a tensor, named as safetensors names it.
@@ -606,4 +671,45 @@ export enum ChecksumAlgorithm {
  */
 export const ChecksumAlgorithmSchema: GenEnum<ChecksumAlgorithm> = /*@__PURE__*/
   enumDesc(file_thaw_checkpoint_v1_checkpoint, 1);
+
+/**
+ * Granularity of the scales of quantized weights.
+ *
+ * @generated from enum thaw.checkpoint.v1.ScaleGranularity
+ */
+export enum ScaleGranularity {
+  /**
+   * Not set.
+   *
+   * @generated from enum value: SCALE_GRANULARITY_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * One scale per tensor.
+   *
+   * @generated from enum value: SCALE_GRANULARITY_TENSOR = 1;
+   */
+  TENSOR = 1,
+
+  /**
+   * One scale per output channel (row).
+   *
+   * @generated from enum value: SCALE_GRANULARITY_CHANNEL = 2;
+   */
+  CHANNEL = 2,
+
+  /**
+   * One scale per block of Quantization.block_size elements.
+   *
+   * @generated from enum value: SCALE_GRANULARITY_BLOCK = 3;
+   */
+  BLOCK = 3,
+}
+
+/**
+ * Describes the enum thaw.checkpoint.v1.ScaleGranularity.
+ */
+export const ScaleGranularitySchema: GenEnum<ScaleGranularity> = /*@__PURE__*/
+  enumDesc(file_thaw_checkpoint_v1_checkpoint, 2);
 
