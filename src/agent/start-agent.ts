@@ -3,7 +3,7 @@
 // `thaw serve` both call it.
 import { spawnSync } from "node:child_process";
 import { existsSync } from "node:fs";
-import { mkdir, readFile, writeFile } from "node:fs/promises";
+import { chmod, mkdir, readFile, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -168,11 +168,15 @@ async function stableId(dir: string): Promise<string> {
   return id;
 }
 
-/** A folder for unix sockets with a path short enough for sun_path (108 bytes). */
+/**
+ * A folder for the engine workers' unix sockets, with a path short enough for sun_path (108 bytes),
+ * that only this user may enter: the sockets carry no token, so the folder is their lock.
+ */
 async function socketDir(dir: string): Promise<string> {
   let folder = path.join(dir, "run");
   if (folder.length > 80) folder = path.join(os.tmpdir(), `thaw-agent-${process.pid}-${randomBytes(3).toString("hex")}`);
-  await mkdir(folder, { recursive: true });
+  await mkdir(folder, { recursive: true, mode: 0o700 });
+  await chmod(folder, 0o700); // made by an earlier version, or under another umask
   return folder;
 }
 

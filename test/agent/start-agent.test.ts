@@ -1,8 +1,10 @@
 // startAgent builds the agent in parts; when a later part fails (here: the port is taken, after the
 // disk tier, the pinned pool, the clients and the text workers exist), every part made before it is
-// closed again, and the same state folder starts cleanly next time.
+// closed again, and the same state folder starts cleanly next time. The engine sockets' folder is
+// the owner's only.
 import test from "ava";
 import { readdirSync, readlinkSync } from "node:fs";
+import { stat } from "node:fs/promises";
 import net from "node:net";
 import path from "node:path";
 import { startAgent } from "../../src/agent/start-agent.js";
@@ -39,4 +41,11 @@ test("a start that fails part-way closes what it made: the pool is released, and
   t.is(pools("partial").length, 1, "a running agent holds its pool (so the check above can see one)");
   await agent.close();
   t.deepEqual(pools("partial"), []);
+});
+
+test("the engine workers' sockets live in a folder only this user may enter", async (t) => {
+  const dir = path.join(await dirs.make(), "agent");
+  const agent = await startAgent({ dir, port: 0, engines: "none", dramBytes: 0, log: () => {} });
+  t.teardown(() => agent.close());
+  t.is((await stat(path.join(dir, "run"))).mode & 0o777, 0o700);
 });
