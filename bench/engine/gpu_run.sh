@@ -5,19 +5,20 @@
 #   3. the pytest suite on this machine, CUDA tests included (bf16 agreement -> bf16-agreement.jsonl);
 #   4. the 8B benchmark (bench/engine/bench.py -> bench.json, worker.log);
 #   5. where a decode step's time goes (bench/engine/step_profile.py -> step_profile.json);
-#   6. many models in one worker (bench/engine/multimodel.py -> multimodel.json).
+#   6. many models in one worker (bench/engine/multimodel.py -> multimodel.json);
+#   7. every family at its real size, bf16 and FP8 (bench/engine/families.py -> families.json).
 # Tiny models and their checkpoints travel in .device-engine/{tiny,ckpt}/<arch>, made here (the GPU
 # machine has no Node.js) and named in the device call's `carry` (the folder is in .git/info/exclude):
-#   for a in llama mistral qwen2; do node src/cli/thaw.js make-tiny-model .device-engine/tiny/$a --arch $a
+#   for a in llama mistral qwen2 mistral-sliding qwen2-sliding qwen3 qwen3-moe mixtral gemma2 gemma3 phi3 qwen3-fp8 llama-fp8; do node src/cli/thaw.js make-tiny-model .device-engine/tiny/$a --arch $a
 #     node src/cli/thaw.js convert .device-engine/tiny/$a --store .device-engine/store-$a
 #     mv .device-engine/store-$a/*@main .device-engine/ckpt/$a; done
-# Usage: bash bench/engine/gpu_run.sh [stages...]   (stages: env fixtures pytest bench profile multimodel; default all)
+# Usage: bash bench/engine/gpu_run.sh [stages...]   (stages: env fixtures pytest bench profile multimodel families; default all)
 set -u
 OUT=${OUT:-/tmp/thaw-gpu-out}
 mkdir -p "$OUT"
 D=$PWD/.device-engine
 export PYTHONPATH=$PWD/python:$PWD/python/gen PYTHONUNBUFFERED=1
-stages=${*:-env fixtures pytest bench profile multimodel}
+stages=${*:-env fixtures pytest bench profile multimodel families}
 stage() { echo; echo "=== $1 ($(date +%T))"; }
 for s in $stages; do
   case $s in
@@ -50,6 +51,10 @@ for s in $stages; do
   multimodel)
     stage multimodel
     timeout 360 python3 bench/engine/multimodel.py --out "$OUT/multimodel.json" ${MULTIMODEL_ARGS:-}
+    ;;
+  families)
+    stage families
+    timeout 580 python3 bench/engine/families.py --out "$OUT/families.json" ${FAMILIES_ARGS:-}
     ;;
   esac
 done

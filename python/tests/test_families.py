@@ -199,3 +199,11 @@ def test_fp8_model_matches_its_dequantized_float_twin(tiny_checkpoints, load_mod
     a, b = _last_logits(lm, prompt), _last_logits(plain, prompt)
     # e4m3 keeps 3 mantissa bits: each weight is within 1/16 of itself, the logits stay aligned
     assert torch.nn.functional.cosine_similarity(a, b, dim=0).item() > 0.98
+
+
+def test_e4m3_encode_is_the_nearest_byte():
+    t = fp8.e4m3_table()
+    finite = torch.tensor([b for b in range(256) if b & 0x7F != 0x7F and b != 0x80])
+    assert torch.equal(fp8.encode(t[finite]), finite.to(torch.uint8))
+    x = torch.tensor([1.06, 1.07, -500.0, 2.0**-9 * 0.4])
+    assert fp8.to_float(fp8.encode(x)).tolist() == [1.0, 1.125, -448.0, 0.0]  # nearest; saturated; below half the smallest subnormal

@@ -28,6 +28,8 @@ _DTYPE_IDS = {
     torch.int64: checkpoint_pb2.DTYPE_I64,
     torch.bool: checkpoint_pb2.DTYPE_BOOL,
 }
+if hasattr(torch, "float8_e4m3fn"):
+    _DTYPE_IDS[torch.float8_e4m3fn] = checkpoint_pb2.DTYPE_F8_E4M3
 
 
 def _align(n: int) -> int:

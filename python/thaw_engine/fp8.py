@@ -53,6 +53,17 @@ def to_float(raw: torch.Tensor) -> torch.Tensor:
     return lut[raw.long()]
 
 
+def encode(x: torch.Tensor) -> torch.Tensor:
+    """The nearest e4m3 byte of each value (as uint8; clamped to ±448): FP8 data for PyTorch builds
+    without a float8 dtype (benchmarks, tests)."""
+    table = e4m3_table()[:0x7F].to(x.device)  # bytes 0..126: the non-negative values, ascending
+    a = x.abs().float().clamp(max=E4M3_MAX).contiguous()
+    i = torch.searchsorted(table, a).clamp(1, 0x7E)
+    lo, hi = table[i - 1], table[i]
+    pick = torch.where(a - lo <= hi - a, i - 1, i)
+    return (pick | ((x < 0).long() << 7)).to(torch.uint8)
+
+
 def expand_scale(scale: torch.Tensor, rows: int, cols: int, block: Optional[tuple[int, int]] = None) -> torch.Tensor:
     """The scale of every element of a [rows, cols] weight, float32 (broadcastable)."""
     s = scale.float()
