@@ -207,3 +207,20 @@ def test_e4m3_encode_is_the_nearest_byte():
     assert torch.equal(fp8.encode(t[finite]), finite.to(torch.uint8))
     x = torch.tensor([1.06, 1.07, -500.0, 2.0**-9 * 0.4])
     assert fp8.to_float(fp8.encode(x)).tolist() == [1.0, 1.125, -448.0, 0.0]  # nearest; saturated; below half the smallest subnormal
+
+
+@pytest.mark.parametrize("arch", ["qwen3-moe", "mixtral"])
+def test_experts_stack_as_views_on_a_converted_checkpoint(arch, tiny_checkpoints, load_model):
+    """The converter writes each projection's experts in expert order, evenly spaced: the batched MoE
+    paths stack them without copying a byte."""
+    lm = load_model(tiny_checkpoints[arch])
+    model = lm.model
+    before = model.converted_bytes
+    for layer in model.layers:
+        if layer.experts is None:
+            continue
+        gate, up, down = model.stacked_experts(layer.experts)
+        assert gate.data_ptr() == layer.experts.gate[0].data_ptr() and down.data_ptr() == layer.experts.down[0].data_ptr()
+        for e in range(len(layer.experts.gate)):
+            assert torch.equal(gate[e], layer.experts.gate[e]) and torch.equal(up[e], layer.experts.up[e]) and torch.equal(down[e], layer.experts.down[e])
+    assert model.converted_bytes == before

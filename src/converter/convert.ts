@@ -20,6 +20,7 @@ import { resolveLocalFolder } from "./sources/local-folder-source.js";
 import type { TensorInput } from "../checkpoint/tensor-input.js";
 import { checkModelConfig, ModelConfigError } from "./model-config.js";
 import { describeQuantization } from "./quantization.js";
+import { expertOrder } from "./expert-order.js";
 import { CONFIG_FILE } from "./sources/repo-files.js";
 import type { ResolvedSource } from "./sources/resolved-source.js";
 import { openWeightFiles } from "./sources/weight-files.js";
@@ -146,11 +147,13 @@ export async function convertModel(options: ConvertOptions): Promise<CheckpointI
       if (weights.tensors.length === 0) throw new ConnectError(`${source} has no tensors`, Code.InvalidArgument);
       const quantization = quantizationOrRefusal(config, weights.tensors, resolved.location);
       // Files are done once their last tensor is: tensors arrive file by file.
-      const lastOfFile = resolved.weightFiles.map((_, f) => weights.fileOf.lastIndexOf(f));
+      const order = expertOrder(weights.tensors.map((t, i) => ({ name: t.name, i })));
+      const tensors = order.map((o) => weights.tensors[o.i]);
+      const lastOfFile = resolved.weightFiles.map((_, f) => order.map((o) => weights.fileOf[o.i]).lastIndexOf(f));
       const filesTotal = resolved.weightFiles.length;
       const tensorsTotal = weights.tensors.length;
       report.emit({ phase: ConvertPhase.WRITING, filesTotal, tensorsTotal, message: `writing ${key}` }, true);
-      index = await writeCheckpoint(options.store, weights.tensors, {
+      index = await writeCheckpoint(options.store, tensors, {
         modelId,
         revision,
         chunkSize,

@@ -69,3 +69,16 @@ test("an architecture the engine does not serve is refused at conversion", async
   t.is(err?.code, Code.InvalidArgument);
   t.regex(err?.rawMessage ?? "", /MambaForCausalLM is not served by the thaw engine \(it serves LlamaForCausalLM, .*Phi3ForCausalLM\)/);
 });
+
+test("routed experts are written grouped by projection, in expert order, evenly spaced", async (t) => {
+  const dir = path.join(await dirs.make(), "moe");
+  await makeTinyModel(dir, "qwen3-moe");
+  const index = await convertModel({ source: dir, store: await LocalStore.open(await dirs.make()) });
+  const gate = index.tensors.filter((x) => /^model\.layers\.1\.mlp\.experts\.\d+\.gate_proj\.weight$/.test(x.name));
+  t.deepEqual(gate.map((x) => Number(/experts\.(\d+)/.exec(x.name)![1])), [0, 1, 2, 3, 4, 5, 6, 7]);
+  const first = index.tensors.indexOf(gate[0]);
+  t.deepEqual(index.tensors.slice(first, first + 8), gate); // consecutive in the index
+  const at = (x: (typeof gate)[number]): bigint => BigInt(x.chunk) * (1n << 40n) + x.offset;
+  const steps = new Set(gate.slice(1).map((x, i) => at(x) - at(gate[i])));
+  t.is(steps.size, 1, "evenly spaced (one chunk here)");
+});
