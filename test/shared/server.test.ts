@@ -278,24 +278,3 @@ test("limits are checked: positive integers, headers within the request timeout"
   await t.throwsAsync(startServer({ routes, limits: { headersTimeoutMs: 5000, requestTimeoutMs: 1000 } }), { instanceOf: RangeError, message: /must not exceed requestTimeoutMs/ });
   t.true(defaultMaxConnections() >= 16 && defaultMaxConnections() <= 4096);
 });
-
-test("a request of tens of MB does not fail the requests beside it on the same HTTP/2 session", async (t) => {
-  // ConvertRequest.source stands in for a large prompt (the edge lets 32 MB through).
-  const server = await startServer({
-    routes: (router: import("@connectrpc/connect").ConnectRouter) =>
-      router.service(ConverterService, {
-        listCheckpoints: () => create(ListCheckpointsResponseSchema, { checkpoints: [] }),
-        async *convert(req) {
-          yield { filesDone: req.source.length };
-        },
-      }),
-  });
-  t.teardown(() => server.close());
-  const client = grpcClient(ConverterService, server.url);
-  const large = (async () => {
-    for await (const p of client.convert({ source: "x".repeat(30 << 20) })) return p.filesDone;
-  })();
-  const beside = Promise.all(Array.from({ length: 4 }, () => client.listCheckpoints({})));
-  t.is(await large, 30 << 20);
-  t.is((await beside).length, 4);
-});
