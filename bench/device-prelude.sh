@@ -6,6 +6,11 @@
 #   npx esbuild --bundle --platform=node --format=esm --target=node20 <entry>.ts --outfile=.device/<name>.mjs \
 #     --banner:js="import { createRequire as __cr } from 'node:module'; const require = __cr(import.meta.url);"
 #   mkdir -p $ADDON_DIR && cp native/build/Release/thaw_native.node $ADDON_DIR/
+# and, for an entry that runs an agent (its chat templates and tokeniser run in worker threads,
+# which start from these files beside the bundle):
+#   npx esbuild --bundle --platform=node --format=esm --target=node20 src/agent/text-worker.ts --outfile=.device/text-worker.js \
+#     --banner:js="import { createRequire as __cr } from 'node:module'; const require = __cr(import.meta.url);"
+#   cp src/agent/text-worker-entry.js .device/
 cd "$(dirname "$0")/../.." || exit 1
 OUT=${OUT:-/tmp/thaw-gpu-out}
 mkdir -p "$OUT"
