@@ -77,7 +77,26 @@ interface RequestStats {
 }
 
 export class RequestRunner {
+  /** Infers running on each agent, so they can be ended when the agent stops heartbeating. */
+  private readonly calls = new Map<string, Set<AbortController>>();
+
   constructor(private readonly deps: RequestRunnerDeps) {}
+
+  /**
+   * Ends the Infers running on agents whose heartbeats stopped (expired). A cut link or a frozen
+   * host sends no reset, so their streams would otherwise wait for TCP to give up (many minutes);
+   * ended here with UNAVAILABLE, a stream that began ends in-band and one that had not is retried
+   * elsewhere.
+   */
+  endSilentAgents(): void {
+    const { agents } = this.deps;
+    for (const [agentId, calls] of this.calls) {
+      const agent = agents.get(agentId);
+      if (agent !== undefined && agents.isLive(agent)) continue;
+      const reason = new ConnectError(`agent ${agentId} stopped heartbeating`, Code.Unavailable);
+      for (const call of calls) call.abort(reason);
+    }
+  }
 
   /**
    * Runs `n` choices of one request and streams their output, interleaved, in order per choice.
@@ -267,31 +286,42 @@ export class RequestRunner {
     const agent = placement.agent;
     let last = this.deps.now();
     let finished = false;
-    // Read every stream to its end, even past the finish: leaving early resets the HTTP/2
-    // stream, and servers count resets (rapid-reset protection closes sessions that send many).
-    for await (const r of placement.client.infer({ ...request, ref }, { signal })) {
-      if (finished) continue;
-      const t = this.deps.now();
-      const count = r.tokens.length;
-      if (count > 0) {
-        if (!stats.firstToken) {
-          stats.firstToken = true;
-          m.timeToFirstToken.observe((t - stats.arrived) / 1000);
-        } else if (progress.produced) {
-          const gap = (t - last) / 1000 / count;
-          for (let k = 0; k < count; k++) m.interTokenLatency.observe(gap);
+    const call = new AbortController();
+    const calls = this.calls.get(agent.id) ?? new Set<AbortController>();
+    this.calls.set(agent.id, calls.add(call));
+    try {
+      // Read every stream to its end, even past the finish: leaving early resets the HTTP/2
+      // stream, and servers count resets (rapid-reset protection closes sessions that send many).
+      for await (const r of placement.client.infer({ ...request, ref }, { signal: AbortSignal.any([signal, call.signal]) })) {
+        if (finished) continue;
+        const t = this.deps.now();
+        const count = r.tokens.length;
+        if (count > 0) {
+          if (!stats.firstToken) {
+            stats.firstToken = true;
+            m.timeToFirstToken.observe((t - stats.arrived) / 1000);
+          } else if (progress.produced) {
+            const gap = (t - last) / 1000 / count;
+            for (let k = 0; k < count; k++) m.interTokenLatency.observe(gap);
+          }
+          m.generationTokens.inc(count);
+          last = t;
         }
-        m.generationTokens.inc(count);
-        last = t;
+        const finishReason = toCompletionFinish(r.finishReason);
+        if (count > 0 || r.text !== "" || finishReason !== CompletionFinishReason.UNSPECIFIED) progress.produced = true;
+        out.push({ index, text: r.text, tokens: r.tokens, finishReason, usage: r.usage, agentId: agent.id });
+        if (finishReason !== CompletionFinishReason.UNSPECIFIED) {
+          if (index === 0 && r.usage) m.promptTokens.inc(r.usage.promptTokens);
+          metrics.requestSuccess.inc({ model: stats.model, finished_reason: finishName(finishReason) });
+          finished = true;
+        }
       }
-      const finishReason = toCompletionFinish(r.finishReason);
-      if (count > 0 || r.text !== "" || finishReason !== CompletionFinishReason.UNSPECIFIED) progress.produced = true;
-      out.push({ index, text: r.text, tokens: r.tokens, finishReason, usage: r.usage, agentId: agent.id });
-      if (finishReason !== CompletionFinishReason.UNSPECIFIED) {
-        if (index === 0 && r.usage) m.promptTokens.inc(r.usage.promptTokens);
-        metrics.requestSuccess.inc({ model: stats.model, finished_reason: finishName(finishReason) });
-        finished = true;
-      }
+    } catch (err) {
+      // Ended because the agent went silent: its reason, not the bare abort.
+      throw call.signal.aborted && !signal.aborted ? call.signal.reason : err;
+    } finally {
+      calls.delete(call);
+      if (calls.size === 0) this.calls.delete(agent.id);
     }
     if (!finished) throw new ConnectError(`agent ${agent.id} ended the stream without a finish reason`, Code.Unavailable);
   }

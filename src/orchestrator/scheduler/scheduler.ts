@@ -170,6 +170,7 @@ export class Scheduler {
   /** One pass of the periodic work. */
   sweep(): void {
     this.keepAlive.sweep();
+    this.runner.endSilentAgents();
     this.probes.probeSuspects();
     // Time changes what placement sees (agents expire, idle times grow): waiting requests look again.
     if (this.deps.admission.queued > 0) this.deps.admission.retryWaiting();
