@@ -36,12 +36,13 @@ export async function main(args: string[]): Promise<void> {
     `${f(s.queueTerm)} (queue ${s.queueLength})`,
     `${f(s.transferTerm)} (${s.transferSeconds.toFixed(3)}s)`,
     `${f(s.evictionTerm)}${s.evictionBytes > 0n ? ` (${formatBytes(Number(s.evictionBytes))})` : ""}`,
+    `${f(s.wakeTerm)}${s.wakesDevice ? " (idle GPU)" : ""}`,
     device(s),
     s.ineligibleReason || "",
   ]);
   const size = r.modelBytes > 0n ? formatBytes(Number(r.modelBytes)) : "unknown until converted";
-  process.stdout.write(`model: ${positionals[0]} (${size})\nweights: α=${r.alpha} β=${r.beta} γ=${r.gamma} δ=${r.delta} ε=${r.epsilon}\n`);
-  process.stdout.write(table(["AGENT", "TOTAL", "α·CACHE", "−β·KV", "γ·QUEUE", "δ·TRANSFER", "ε·EVICTION", "DEVICE", "INELIGIBLE"], rows));
+  process.stdout.write(`model: ${positionals[0]} (${size})\nweights: α=${r.alpha} β=${r.beta} γ=${r.gamma} δ=${r.delta} ε=${r.epsilon} ζ=${r.zeta}\n`);
+  process.stdout.write(table(["AGENT", "TOTAL", "α·CACHE", "−β·KV", "γ·QUEUE", "δ·TRANSFER", "ε·EVICTION", "ζ·WAKE", "DEVICE", "INELIGIBLE"], rows));
 }
 
 /** Where the model is or would go on the agent. */

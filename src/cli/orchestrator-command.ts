@@ -43,9 +43,9 @@ ${TOKEN_USAGE}
                               needed for RegisterModel, UnregisterModel, ListAgents, ExplainPlacement (thaw models
                               add/rm, thaw agents, thaw explain); when none is given, one is made and kept in
                               <state-dir>/admin-token
-  --alpha A --beta B --gamma G --delta D --epsilon E
+  --alpha A --beta B --gamma G --delta D --epsilon E --zeta Z
                               placement weights: score = A·cache_level − B·kv_hit_rate + G·queue_len + D·size/bandwidth
-                              + E·eviction_bytes/dram_bandwidth (defaults ${DEFAULT_WEIGHTS.alpha}, ${DEFAULT_WEIGHTS.beta}, ${DEFAULT_WEIGHTS.gamma}, ${DEFAULT_WEIGHTS.delta}, ${DEFAULT_WEIGHTS.epsilon})
+                              + E·eviction_bytes/dram_bandwidth + Z·wakes_idle_gpu (defaults ${DEFAULT_WEIGHTS.alpha}, ${DEFAULT_WEIGHTS.beta}, ${DEFAULT_WEIGHTS.gamma}, ${DEFAULT_WEIGHTS.delta}, ${DEFAULT_WEIGHTS.epsilon}, ${DEFAULT_WEIGHTS.zeta})
   --heartbeat-interval MS     interval agents are asked to heartbeat at (default ${DEFAULT_SCHEDULER_OPTIONS.heartbeatIntervalMs})
   --agent-expiry MS           an agent silent this long is not placed on (default 3 intervals + 500)
   --keep-alive SECONDS        unload a model idle on a GPU this long (default ${DEFAULT_SCHEDULER_OPTIONS.keepAliveSeconds}; per model: thaw models add --keep-alive)
@@ -72,6 +72,7 @@ export const ORCHESTRATOR_OPTIONS = {
   gamma: { type: "string" },
   delta: { type: "string" },
   epsilon: { type: "string" },
+  zeta: { type: "string" },
   "heartbeat-interval": { type: "string" },
   "agent-expiry": { type: "string" },
   "keep-alive": { type: "string" },
@@ -132,6 +133,7 @@ export function orchestratorFlags(values: Record<string, unknown>) {
       gamma: numberFlag(values.gamma, "gamma"),
       delta: numberFlag(values.delta, "delta"),
       epsilon: numberFlag(values.epsilon, "epsilon"),
+      zeta: numberFlag(values.zeta, "zeta"),
     },
     heartbeatIntervalMs: numberFlag(values["heartbeat-interval"], "heartbeat-interval", { min: 10, integer: true }),
     agentExpiryMs: numberFlag(values["agent-expiry"], "agent-expiry", { min: 10, integer: true }),

@@ -39,7 +39,7 @@ export class SchedulerServiceImpl implements ServiceImpl<typeof SchedulerService
   }
 
   explainPlacement(request: ExplainPlacementRequest) {
-    const { alpha, beta, gamma, delta, epsilon } = this.scheduler.options.weights;
+    const { alpha, beta, gamma, delta, epsilon, zeta } = this.scheduler.options.weights;
     const scores = this.scheduler.explain(request.model).map((s) => ({
       agentId: s.agentId,
       cacheLevel: s.cacheLevel,
@@ -57,8 +57,10 @@ export class SchedulerServiceImpl implements ServiceImpl<typeof SchedulerService
       evictionBytes: BigInt(s.memory.evictionBytes),
       evictionTerm: s.evictionTerm,
       device: s.memory.device,
+      wakesDevice: s.wakesDevice,
+      wakeTerm: s.wakeTerm,
     }));
-    return { scores, alpha, beta, gamma, delta, epsilon, modelBytes: BigInt(this.scheduler.modelBytes(request.model)) };
+    return { scores, alpha, beta, gamma, delta, epsilon, zeta, modelBytes: BigInt(this.scheduler.modelBytes(request.model)) };
   }
 
   chatCompletion(request: ChatCompletionRequest, ctx: HandlerContext) {

@@ -13,7 +13,7 @@ import {
 } from "../../../src/orchestrator/scheduler/placement.js";
 
 const ref = create(CheckpointRefSchema, { modelId: "m", revision: "main" });
-const W = { alpha: 1, beta: 0.5, gamma: 0.25, delta: 1, epsilon: 1 };
+const W = { alpha: 1, beta: 0.5, gamma: 0.25, delta: 1, epsilon: 1, zeta: 0 };
 const GB = 1e9;
 
 function model(bytes: number) {
@@ -183,4 +183,29 @@ test("a model larger than every device, or than the pinned pool, is too large on
   t.is(scoreAgents(model(10 * GB), [agent("starting", { devices: [device("cuda:0", 8 * GB), { ...device("cuda:1", 0, [], 0), maxModelBytes: 0 }] })], W)[0].memory.fit, "unknown");
   // Size unknown (not converted yet, and the agent does not hold it): nothing is judged.
   t.is(scoreAgents(model(0), [agent("new", { devices: small.devices })], W)[0].memory.fit, "unknown");
+});
+
+test("the wake term: among equally fast starts, a device already in use beats an idle one, even at the price of a small eviction", (t) => {
+  const ZW = { ...W, zeta: 0.3 };
+  const dram = { [Tier.DRAM]: 50e9 };
+  // Both agents would load the 8 GB model from the store; "empty" has a whole idle GPU, "used" must evict a 13 GB idle one (0.26 s back from DRAM).
+  const empty = agent("empty", { devices: [device("cuda:0", 20 * GB)], bandwidth: dram });
+  const used = agent("used", { devices: [device("cuda:0", 20 * GB, [idle("small", 13 * GB, 60_000)])], bandwidth: dram });
+  const scores = scoreAgents(model(8 * GB), [empty, used], ZW);
+  const by = Object.fromEntries(scores.map((s) => [s.agentId, s]));
+  t.true(by.empty.wakesDevice);
+  t.is(by.empty.wakeTerm, 0.3);
+  t.false(by.used.wakesDevice);
+  t.is(by.used.wakeTerm, 0);
+  t.is(by.used.memory.fit, "evicts");
+  t.is(by.used.total, by.used.cacheTerm + by.used.transferTerm + by.used.evictionTerm);
+  t.true(by.used.evictionTerm < 0.3);
+  t.is(scores[0].agentId, "used");
+  // Without it the idle GPU wins (nothing to evict).
+  t.is(scoreAgents(model(8 * GB), [empty, used], W)[0].agentId, "empty");
+  // Never traded for a faster start: a DRAM copy on the idle GPU's agent still wins.
+  const warm = agent("warm", { tier: Tier.DRAM, devices: [device("cuda:0", 20 * GB)], bandwidth: dram });
+  t.is(scoreAgents(model(8 * GB), [warm, used], ZW)[0].agentId, "warm");
+  // A resident model wakes nothing.
+  t.false(scoreAgents(model(8 * GB), [agent("gpu", { tier: Tier.GPU, devices: [device("cuda:0", 20 * GB)] })], ZW)[0].wakesDevice);
 });

@@ -29,7 +29,7 @@ async function client(now = () => 1_000_000) {
       },
       now,
     },
-    { weights: { alpha: 2, beta: 1, gamma: 0.5, delta: 0.25, epsilon: 3 }, heartbeatIntervalMs: 750, agentWaitMs: 0 },
+    { weights: { alpha: 2, beta: 1, gamma: 0.5, delta: 0.25, epsilon: 3, zeta: 0.125 }, heartbeatIntervalMs: 750, agentWaitMs: 0 },
   );
   const transport = createRouterTransport((router) => router.service(SchedulerService, new SchedulerServiceImpl(scheduler)));
   return createClient(SchedulerService, transport);
@@ -55,7 +55,7 @@ test("register fills defaults; list; explain reports the weights; unknown models
   await c.unregisterModel({ id: "ext" });
   await c.heartbeat({ status: create(AgentStatusSchema, { agentId: "a", address: "a:1", models: [{ ref: { modelId: "org/m" }, tier: Tier.DISK, bytes: 10n }] }) });
   const explained = await c.explainPlacement({ model: "org/m" });
-  t.deepEqual([explained.alpha, explained.beta, explained.gamma, explained.delta, explained.epsilon], [2, 1, 0.5, 0.25, 3]);
+  t.deepEqual([explained.alpha, explained.beta, explained.gamma, explained.delta, explained.epsilon, explained.zeta], [2, 1, 0.5, 0.25, 3, 0.125]);
   t.is(explained.modelBytes, 0n, "unknown until converted");
   t.deepEqual(explained.scores.map((s) => [s.agentId, s.cacheLevel, s.cacheTerm, s.chosen]), [["a", 2, 4, true]]);
   t.deepEqual((await c.listModels({})).models[0].placements.map((p) => [p.agentId, p.tier]), [["a", Tier.DISK]]);

@@ -74,7 +74,7 @@ class ModelSpec(_message.Message):
     def __init__(self, id: _Optional[str] = ..., source: _Optional[str] = ..., revision: _Optional[str] = ..., keep_alive_seconds: _Optional[int] = ..., max_model_len: _Optional[int] = ..., launch_command: _Optional[_Iterable[str]] = ..., owned_by: _Optional[str] = ...) -> None: ...
 
 class PlacementScore(_message.Message):
-    __slots__ = ["agent_id", "cache_level", "cache_term", "chosen", "device", "eviction_bytes", "eviction_term", "fits_without_eviction", "ineligible_reason", "kv_hit_rate", "kv_term", "queue_length", "queue_term", "total", "transfer_seconds", "transfer_term"]
+    __slots__ = ["agent_id", "cache_level", "cache_term", "chosen", "device", "eviction_bytes", "eviction_term", "fits_without_eviction", "ineligible_reason", "kv_hit_rate", "kv_term", "queue_length", "queue_term", "total", "transfer_seconds", "transfer_term", "wake_term", "wakes_device"]
     AGENT_ID_FIELD_NUMBER: _ClassVar[int]
     CACHE_LEVEL_FIELD_NUMBER: _ClassVar[int]
     CACHE_TERM_FIELD_NUMBER: _ClassVar[int]
@@ -91,6 +91,8 @@ class PlacementScore(_message.Message):
     TOTAL_FIELD_NUMBER: _ClassVar[int]
     TRANSFER_SECONDS_FIELD_NUMBER: _ClassVar[int]
     TRANSFER_TERM_FIELD_NUMBER: _ClassVar[int]
+    WAKES_DEVICE_FIELD_NUMBER: _ClassVar[int]
+    WAKE_TERM_FIELD_NUMBER: _ClassVar[int]
     agent_id: str
     cache_level: int
     cache_term: float
@@ -107,7 +109,9 @@ class PlacementScore(_message.Message):
     total: float
     transfer_seconds: float
     transfer_term: float
-    def __init__(self, agent_id: _Optional[str] = ..., cache_level: _Optional[int] = ..., kv_hit_rate: _Optional[float] = ..., queue_length: _Optional[int] = ..., transfer_seconds: _Optional[float] = ..., cache_term: _Optional[float] = ..., kv_term: _Optional[float] = ..., queue_term: _Optional[float] = ..., transfer_term: _Optional[float] = ..., total: _Optional[float] = ..., chosen: bool = ..., ineligible_reason: _Optional[str] = ..., fits_without_eviction: bool = ..., eviction_bytes: _Optional[int] = ..., eviction_term: _Optional[float] = ..., device: _Optional[str] = ...) -> None: ...
+    wake_term: float
+    wakes_device: bool
+    def __init__(self, agent_id: _Optional[str] = ..., cache_level: _Optional[int] = ..., kv_hit_rate: _Optional[float] = ..., queue_length: _Optional[int] = ..., transfer_seconds: _Optional[float] = ..., cache_term: _Optional[float] = ..., kv_term: _Optional[float] = ..., queue_term: _Optional[float] = ..., transfer_term: _Optional[float] = ..., total: _Optional[float] = ..., chosen: bool = ..., ineligible_reason: _Optional[str] = ..., fits_without_eviction: bool = ..., eviction_bytes: _Optional[int] = ..., eviction_term: _Optional[float] = ..., device: _Optional[str] = ..., wakes_device: bool = ..., wake_term: _Optional[float] = ...) -> None: ...
 
 class CompletionFinishReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = []

@@ -83,7 +83,7 @@ class ExplainPlacementRequest(_message.Message):
     def __init__(self, model: _Optional[str] = ...) -> None: ...
 
 class ExplainPlacementResponse(_message.Message):
-    __slots__ = ["alpha", "beta", "delta", "epsilon", "gamma", "model_bytes", "scores"]
+    __slots__ = ["alpha", "beta", "delta", "epsilon", "gamma", "model_bytes", "scores", "zeta"]
     ALPHA_FIELD_NUMBER: _ClassVar[int]
     BETA_FIELD_NUMBER: _ClassVar[int]
     DELTA_FIELD_NUMBER: _ClassVar[int]
@@ -91,6 +91,7 @@ class ExplainPlacementResponse(_message.Message):
     GAMMA_FIELD_NUMBER: _ClassVar[int]
     MODEL_BYTES_FIELD_NUMBER: _ClassVar[int]
     SCORES_FIELD_NUMBER: _ClassVar[int]
+    ZETA_FIELD_NUMBER: _ClassVar[int]
     alpha: float
     beta: float
     delta: float
@@ -98,7 +99,8 @@ class ExplainPlacementResponse(_message.Message):
     gamma: float
     model_bytes: int
     scores: _containers.RepeatedCompositeFieldContainer[_scheduler_pb2.PlacementScore]
-    def __init__(self, scores: _Optional[_Iterable[_Union[_scheduler_pb2.PlacementScore, _Mapping]]] = ..., alpha: _Optional[float] = ..., beta: _Optional[float] = ..., gamma: _Optional[float] = ..., delta: _Optional[float] = ..., epsilon: _Optional[float] = ..., model_bytes: _Optional[int] = ...) -> None: ...
+    zeta: float
+    def __init__(self, scores: _Optional[_Iterable[_Union[_scheduler_pb2.PlacementScore, _Mapping]]] = ..., alpha: _Optional[float] = ..., beta: _Optional[float] = ..., gamma: _Optional[float] = ..., delta: _Optional[float] = ..., epsilon: _Optional[float] = ..., model_bytes: _Optional[int] = ..., zeta: _Optional[float] = ...) -> None: ...
 
 class HeartbeatRequest(_message.Message):
     __slots__ = ["status"]
