@@ -68,6 +68,11 @@ export class Residency {
     return e && e.tier !== Tier.UNSPECIFIED ? e.tier : Tier.REMOTE;
   }
 
+  /** The scheduler knows better than the last heartbeat about some model of the agent. */
+  corrects(agentId: string): boolean {
+    return this.overrides.has(agentId);
+  }
+
   /** The corrected tier, when the scheduler knows better than the last heartbeat. */
   tierOverride(agentId: string, ref: CheckpointRef): Tier | undefined {
     return this.override(agentId, keyOf(ref))?.tier;
