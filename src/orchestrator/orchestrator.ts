@@ -142,12 +142,14 @@ export async function startOrchestrator(options: OrchestratorOptions = {}): Prom
     metrics,
     registry,
     async close(graceMs = 0) {
+      // No periodic work while draining: heartbeats are refused with the rest of new work, and
+      // agents must not look silent to the sweep while their streams finish.
+      scheduler.stop();
       await server.drain(graceMs);
       // Generations still running end in-band; close() waits (briefly) for their last events to leave.
       const answered = edge.shutdown();
       await server.close();
       await answered;
-      scheduler.stop();
     },
   };
 }

@@ -41,6 +41,11 @@ export class AgentRegistry {
     this.now = options.now ?? Date.now;
   }
 
+  /** Heartbeats older than this make an agent expired. */
+  get expiryMs(): number {
+    return this.options.expiryMs;
+  }
+
   /** Records a heartbeat; returns the record. */
   heartbeat(status: AgentStatus): AgentRecord {
     const id = status.agentId.trim();

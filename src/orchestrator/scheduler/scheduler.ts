@@ -86,6 +86,10 @@ export class Scheduler {
   private readonly runner: RequestRunner;
   private readonly keepAlive: KeepAlive;
   private sweeper: NodeJS.Timeout | undefined;
+  private readonly now: () => number;
+  private lastSweepMs: number | undefined;
+  /** Since when the sweeps have kept time (see sweep()). */
+  private steadySinceMs: number | undefined;
 
   constructor(
     private readonly deps: SchedulerDeps,
@@ -95,6 +99,7 @@ export class Scheduler {
     this.options = { ...DEFAULT_SCHEDULER_OPTIONS, ...given, weights: options.weights };
     const o = this.options;
     const now = deps.now ?? Date.now;
+    this.now = now;
     const log = deps.log ?? (() => {});
     const { agents, models, admission, metrics, connector } = deps;
     this.residency = new Residency({ heartbeatIntervalMs: o.heartbeatIntervalMs, now });
@@ -167,10 +172,18 @@ export class Scheduler {
     this.sweeper = undefined;
   }
 
-  /** One pass of the periodic work. */
+  /**
+   * One pass of the periodic work. Agents are judged silent only once the sweeps have kept time for
+   * a whole expiry period: a stall of this process (a long synchronous task) also stalls the
+   * heartbeats it receives, and must not end the streams of agents that kept beating.
+   */
   sweep(): void {
+    const now = this.now();
+    const late = this.lastSweepMs !== undefined && now - this.lastSweepMs > 2 * this.options.sweepIntervalMs;
+    this.lastSweepMs = now;
+    if (late || this.steadySinceMs === undefined) this.steadySinceMs = now;
     this.keepAlive.sweep();
-    this.runner.endSilentAgents();
+    if (now - this.steadySinceMs >= this.deps.agents.expiryMs) this.runner.endSilentAgents();
     this.probes.probeSuspects();
     // Time changes what placement sees (agents expire, idle times grow): waiting requests look again.
     if (this.deps.admission.queued > 0) this.deps.admission.retryWaiting();
