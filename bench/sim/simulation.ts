@@ -20,7 +20,7 @@ import { AgentRegistry } from "../../src/orchestrator/scheduler/agent-registry.j
 import type { AgentClient, AgentConnector, ConverterLink } from "../../src/orchestrator/scheduler/links.js";
 import { ModelRegistry } from "../../src/orchestrator/scheduler/model-registry.js";
 import { keyOf } from "../../src/orchestrator/scheduler/model-refs.js";
-import { DEFAULT_WEIGHTS } from "../../src/orchestrator/scheduler/placement.js";
+import { DEFAULT_WEIGHTS, type PlacementPolicy } from "../../src/orchestrator/scheduler/placement.js";
 import { Scheduler } from "../../src/orchestrator/scheduler/scheduler.js";
 import { MODEL_SIZES, type AgentHardware } from "./hardware.js";
 import { makePolicy, type PolicyName } from "./policies.js";
@@ -30,6 +30,8 @@ import { rng, type Request } from "./workload.js";
 
 export interface SimConfig {
   policy: PolicyName;
+  /** A ranking of your own in place of the named policy's (to try a change to placement). */
+  placementPolicyOverride?: PlacementPolicy;
   agents: number;
   models: number;
   hardware: AgentHardware;
@@ -128,7 +130,7 @@ export async function simulate(config: SimConfig): Promise<SimResult> {
       converter,
       now: clock.now,
       timers: clock.timers,
-      placementPolicy: makePolicy(config.policy),
+      placementPolicy: config.placementPolicyOverride ?? makePolicy(config.policy),
     },
     { weights: DEFAULT_WEIGHTS, keepAliveSeconds: config.keepAliveSeconds, agentWaitMs: 0 },
   );

@@ -35,13 +35,14 @@ export class TestNetwork {
   readonly ownAddress = `${SUBNET}.254`;
 
   private constructor() {
-    // Short names: interface names are at most 15 bytes.
-    this.prefix = `th${process.pid % 100000}`;
+    // Short names: interface names are at most 15 bytes ("th" + pid + "r").
+    this.prefix = `th${process.pid}`;
     this.sw = `${this.prefix}sw`;
   }
 
   /** The switch namespace with its bridge, and the test process joined to it. */
   static create(): TestNetwork {
+    removeStale();
     const net = new TestNetwork();
     try {
       ip("netns", "add", net.sw);
@@ -104,6 +105,27 @@ export class TestNetwork {
     quietly(() => ip("link", "del", `${this.prefix}r`));
     quietly(() => ip("netns", "del", this.sw));
     this.hosts.clear();
+  }
+}
+
+/** Namespaces and links left by a run that was killed before it could clean up (its pid is gone). */
+function removeStale(): void {
+  const alive = (pid: number) => {
+    try {
+      process.kill(pid, 0);
+      return true;
+    } catch (err) {
+      return (err as NodeJS.ErrnoException).code === "EPERM";
+    }
+  };
+  const names = (args: string[]) => execFileSync("ip", args, { encoding: "utf8" }).split("\n");
+  for (const line of names(["netns", "list"])) {
+    const m = /^(th(\d+)\w+)/.exec(line);
+    if (m && !alive(Number(m[2]))) quietly(() => ip("netns", "del", m[1]));
+  }
+  for (const line of names(["-o", "link", "show"])) {
+    const m = /^\d+: (th(\d+)r)[@:]/.exec(line);
+    if (m && !alive(Number(m[2]))) quietly(() => ip("link", "del", m[1]));
   }
 }
 
