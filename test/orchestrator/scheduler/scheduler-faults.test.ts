@@ -124,3 +124,33 @@ test("admission: a request whose agent is idle does not wait behind another mode
   t.deepEqual((await first).agentIds, ["A"]);
   t.deepEqual((await second).agentIds, ["A"]);
 });
+
+test("agents are judged silent only after the sweeps kept time for a whole expiry: a stall of the orchestrator ends no stream", async (t) => {
+  // A fake clock the test moves, sweeps called by hand (the periodic one is far away).
+  let clock = 0;
+  const { orchestrator, agents, client } = await system(t, [{ id: "a", models: { m: Tier.GPU }, tokenDelayMs: 50, reply: ["x"] }], {
+    now: () => clock,
+    agentExpiryMs: 300,
+    sweepIntervalMs: 600_000,
+  });
+  const [a] = agents;
+  await until(async () => (await client.explainPlacement("m")).scores[0]?.ineligibleReason === "");
+  a.stopHeartbeats(); // its last heartbeat is at clock 0
+  const stream = client.chat("m", [{ role: "user", content: "x" }], { maxTokens: 1000 });
+  const first = await stream.next();
+  t.false(first.done);
+  const { scheduler } = orchestrator;
+  scheduler.sweep(); // clock 0: on time
+  clock += 10_000; // the orchestrator stalled far beyond the expiry: its own sweep is late too
+  scheduler.sweep();
+  clock += 200;
+  scheduler.sweep(); // on time, but not yet for a whole expiry since the stall
+  const next = await stream.next(); // still flowing: a stall of the orchestrator is not the agent's silence
+  t.false(next.done);
+  clock += 200;
+  scheduler.sweep(); // on time for 400 ms > the 300 ms expiry, and no heartbeat came: the agent is silent
+  const err = await t.throwsAsync(async () => {
+    for await (const _ of stream);
+  });
+  t.regex(String(err), /agent a stopped heartbeating/);
+});
