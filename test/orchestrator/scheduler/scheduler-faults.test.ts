@@ -126,12 +126,12 @@ test("admission: a request whose agent is idle does not wait behind another mode
 });
 
 test("agents are judged silent only after the sweeps kept time for a whole expiry: a stall of the orchestrator ends no stream", async (t) => {
-  // A fake clock the test moves, sweeps called by hand (the periodic one is far away).
+  // A fake clock the test moves; sweeps called by hand (the periodic ones in between see no time pass).
   let clock = 0;
   const { orchestrator, agents, client } = await system(t, [{ id: "a", models: { m: Tier.GPU }, tokenDelayMs: 50, reply: ["x"] }], {
     now: () => clock,
     agentExpiryMs: 300,
-    sweepIntervalMs: 600_000,
+    sweepIntervalMs: 100,
   });
   const [a] = agents;
   await until(async () => (await client.explainPlacement("m")).scores[0]?.ineligibleReason === "");
