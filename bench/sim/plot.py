@@ -21,7 +21,7 @@ def main(out: Path) -> None:
     rows = json.loads((out / "results.json").read_text())
     styles = {"thaw": "C0", "thaw-no-wake": "C4", "serverlessllm": "C1", "least-loaded": "C2", "round-robin": "C3"}
     for scenario in sorted({r["scenario"] for r in rows}):
-        runs = [r for r in rows if r["scenario"] == scenario and r["load"] == 1]
+        runs = [r for r in rows if r["scenario"] == scenario and r["load"] == 1 and r.get("keepAliveSeconds", 300) == 300]
         if not runs:
             continue
         fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=120)
@@ -40,6 +40,28 @@ def main(out: Path) -> None:
         fig.savefig(out / f"ttft-cdf-{scenario}.png")
         plt.close(fig)
         print(f"wrote {out / f'ttft-cdf-{scenario}.png'}")
+
+    # The CDFs compare policies at the default keep-alive; the trade-off plot shows the rest.
+    for scenario in sorted({r["scenario"] for r in rows if r["scenario"].startswith("azure")}):
+        runs = [r for r in rows if r["scenario"] == scenario and r["load"] == 1]
+        fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=120)
+        for policy, color in styles.items():
+            pts = sorted((r["gpuSeconds"] / 3600, 100 * r["slo"], r["keepAliveSeconds"]) for r in runs if r["policy"] == policy)
+            if not pts:
+                continue
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", color=color, label=policy, linestyle="-" if len(pts) > 1 else "none")
+            if len(pts) > 1:
+                for x, y, ka in pts:
+                    ax.annotate(f"{ka} s", (x, y), textcoords="offset points", xytext=(4, -10), fontsize=7, color=color)
+        ax.set_xlabel("GPU-hours (a GPU holding at least one model)")
+        ax.set_ylabel("requests with TTFT ≤ 1 s (%)")
+        ax.set_title(f"SLO against GPU time — {scenario} (thaw at several keep-alives)")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8, loc="lower right")
+        fig.tight_layout()
+        fig.savefig(out / f"slo-vs-gpu-{scenario}.png")
+        plt.close(fig)
+        print(f"wrote {out / f'slo-vs-gpu-{scenario}.png'}")
 
     sweep = [r for r in rows if r["scenario"] == "load-sweep"]
     if sweep:

@@ -51,6 +51,7 @@ mkdirSync(args.out!, { recursive: true });
 interface Row {
   scenario: string;
   load: number;
+  keepAliveSeconds: number;
   result: SimResult;
 }
 const rows: Row[] = [];
@@ -68,19 +69,20 @@ function base(agents: number, models: number): Omit<SimConfig, "policy" | "workl
   };
 }
 
-async function compare(scenario: string, load: number, config: Omit<SimConfig, "policy">): Promise<void> {
-  for (const policy of policies) {
+async function compare(scenario: string, load: number, config: Omit<SimConfig, "policy">, only: PolicyName[] = policies): Promise<void> {
+  for (const policy of only) {
     const result = await simulate({ ...config, policy });
-    rows.push({ scenario, load, result });
-    console.log(line(scenario, load, result));
+    rows.push({ scenario, load, keepAliveSeconds: config.keepAliveSeconds, result });
+    console.log(line(scenario, load, result, config.keepAliveSeconds));
   }
 }
 
-function line(scenario: string, load: number, r: SimResult): string {
+function line(scenario: string, load: number, r: SimResult, keepAlive: number): string {
   const failed = Object.values(r.failed).reduce((a, b) => a + b, 0);
   return [
     scenario.padEnd(14),
     `×${load}`.padEnd(6),
+    `ka ${keepAlive}s`.padEnd(8),
     r.policy.padEnd(14),
     `n=${r.requests}`.padEnd(10),
     `mean ${(mean(r.ttftMs) / 1000).toFixed(3)} s`.padEnd(15),
@@ -118,6 +120,16 @@ if (only === undefined || only === "trace") {
   }
 }
 
+if (only === undefined || only === "keep-alive") {
+  // GPU-seconds are mostly what the keep-alive holds: thaw with shorter ones, against the others at 300 s.
+  for (const [name, rowsOf] of [["azure-conv", conv], ["azure-code", code]] as const) {
+    for (const keepAliveSeconds of [30, 60, 120]) {
+      const c = { ...base(128, 1000), keepAliveSeconds };
+      await compare(name, 1, { ...c, workload: () => azure(rowsOf, 1, { models: c.models, zipfS: 1.0, seed: 7 }), warmupMs: 10 * 60_000, endMs: HOUR }, ["thaw"]);
+    }
+  }
+}
+
 if (only === undefined || only === "bursty") {
   const c = base(128, 2000);
   await compare("bursty", 1, {
@@ -148,7 +160,7 @@ if (only === "year") {
   await compare("year", 1, {
     ...c,
     workload: () =>
-      bursty({ models: c.models, zipfS: 1.0, seed: 17, durationMs: 365 * DAY, backgroundRate: 0.02, burstRate: 0.0005, burstSize: 20, burstSpanMs: 30_000, diurnal: 0.6, tokens: conv }),
+      bursty({ models: c.models, zipfS: 1.0, seed: 17, durationMs: 365 * DAY, backgroundRate: 0.003, burstRate: 0.0001, burstSize: 20, burstSpanMs: 30_000, diurnal: 0.6, tokens: conv }),
     warmupMs: DAY,
     endMs: 365 * DAY,
   });
@@ -157,12 +169,13 @@ if (only === "year") {
 // ─── output ──────────────────────────────────────────────────────────────────────────────────────
 
 const table = [
-  "| scenario | load | policy | requests | mean TTFT | p99 TTFT | SLO (TTFT ≤ 1 s) | cold starts DRAM / disk / remote | GPU-seconds | GPU-hours per 1k requests | failed |",
-  "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
-  ...rows.map(({ scenario, load, result: r }) =>
+  "| scenario | load | keep-alive | policy | requests | mean TTFT | p99 TTFT | SLO (TTFT ≤ 1 s) | cold starts DRAM / disk / remote | GPU-seconds | GPU-hours per 1k requests | failed |",
+  "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+  ...rows.map(({ scenario, load, keepAliveSeconds, result: r }) =>
     [
       scenario,
       `×${load}`,
+      `${keepAliveSeconds} s`,
       r.policy,
       r.requests,
       `${(mean(r.ttftMs) / 1000).toFixed(3)} s`,
@@ -176,9 +189,10 @@ const table = [
   ),
 ].join("\n");
 writeFileSync(path.join(args.out!, "results.md"), table + "\n");
-const json = rows.map(({ scenario, load, result: r }) => ({
+const json = rows.map(({ scenario, load, keepAliveSeconds, result: r }) => ({
   scenario,
   load,
+  keepAliveSeconds,
   policy: r.policy,
   requests: r.requests,
   completed: r.completed,

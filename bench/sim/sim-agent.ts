@@ -69,6 +69,8 @@ export class SimAgent {
   private roomWaiters: (() => void)[] = [];
   private accountedAt: number;
   private heartbeatDue = false;
+  /** Requests running on the agent (prefill or decode). */
+  private active = 0;
   // Decode: sequences step together; each round is one step of every model with sequences.
   private readonly decoding = new Set<Sequence>();
   private readonly batch = new Map<string, number>();
@@ -171,6 +173,8 @@ export class SimAgent {
     const { promptTokens, outputTokens } = this.shape(req.requestId ?? "");
     entry.running++;
     entry.holdUntilMs = 0;
+    // The queue the heartbeat reports: the scheduler asks idle agents (queue 0) to help download.
+    if (this.active++ === 0) this.heartbeatSoon();
     const seq: Sequence = { key, remaining: Math.max(0, outputTokens - 1), done: () => {} };
     try {
       // Prefills run one after another on the device; the first token comes one decode round later.
@@ -201,6 +205,7 @@ export class SimAgent {
     } finally {
       this.leaveDecode(seq);
       entry.running--;
+      if (--this.active === 0) this.heartbeatSoon();
       entry.lastUseMs = this.clock.now();
       this.wakeRoomWaiters();
     }
@@ -255,7 +260,7 @@ export class SimAgent {
         { tier: Tier.DISK, totalBytes: big(this.hw.diskBytes), freeBytes: big(this.hw.diskBytes - this.diskUsed), bandwidthBytesPerSecond: this.hw.diskToGpu },
         { tier: Tier.REMOTE, bandwidthBytesPerSecond: this.hw.storeToGpu },
       ],
-      queueLength: this.decoding.size,
+      queueLength: this.active,
       gpuCount: 1,
       devices: [
         {
