@@ -19,7 +19,7 @@ def main(out: Path) -> None:
     import matplotlib.pyplot as plt
 
     rows = json.loads((out / "results.json").read_text())
-    styles = {"thaw": "C0", "thaw-no-wake": "C4", "serverlessllm": "C1", "least-loaded": "C2", "round-robin": "C3"}
+    styles = {"thaw": "C0", "thaw-before": "C4", "serverlessllm": "C1", "least-loaded": "C2", "round-robin": "C3"}
     for scenario in sorted({r["scenario"] for r in rows}):
         runs = [r for r in rows if r["scenario"] == scenario and r["load"] == 1 and r.get("keepAliveSeconds", 300) == 300]
         if not runs:

@@ -2,24 +2,24 @@
 // gathers; all share thaw's memory verdicts (what fits, what would be evicted, what can never fit),
 // so they differ only in the choice among agents that can take the model:
 //   thaw            the cost of placement.ts (cache level, KV hits, queue, transfer, eviction, wake)
-//   thaw-no-wake    the same without the wake term (ζ = 0), as it was before the simulator
+//   thaw-before     the same as it was before the simulator: α = 1, no wake term
 //   round-robin     a warm agent (model resident) in turn; else the next agent in a global rotation
 //   least-loaded    a warm agent with the fewest requests in flight; else the least loaded agent
 //   serverlessllm   ServerlessLLM's startup-time estimate (Fu et al., OSDI 2024, §5, migration off):
 //                   the least (queueing + model bytes / bandwidth of the fastest tier holding it)
 import { scoreAgents, type PlacementPolicy, type Score } from "../../src/orchestrator/scheduler/placement.js";
 
-export type PolicyName = "thaw" | "thaw-no-wake" | "round-robin" | "least-loaded" | "serverlessllm";
-export const POLICIES: PolicyName[] = ["thaw", "thaw-no-wake", "serverlessllm", "least-loaded", "round-robin"];
+export type PolicyName = "thaw" | "thaw-before" | "round-robin" | "least-loaded" | "serverlessllm";
+export const POLICIES: PolicyName[] = ["thaw", "thaw-before", "serverlessllm", "least-loaded", "round-robin"];
 
 /** A fresh policy (round-robin keeps its rotation). */
 export function makePolicy(name: PolicyName): PlacementPolicy {
   switch (name) {
     case "thaw":
       return scoreAgents;
-    case "thaw-no-wake":
-      // thaw before the wake term (ζ = 0): kept to show what the term changed.
-      return (model, candidates, weights) => scoreAgents(model, candidates, { ...weights, zeta: 0 });
+    case "thaw-before":
+      // thaw's cost as it was before the simulator (α = 1, no wake term): kept to show what changed.
+      return (model, candidates, weights) => scoreAgents(model, candidates, { ...weights, alpha: 1, zeta: 0 });
     case "round-robin": {
       let turn = 0;
       return reorder((eligible) => {

@@ -10,9 +10,13 @@
 // one request of queue (γ) or the eviction term of a 15 GB idle model: below a cache level (α), so it
 // never trades a faster start for consolidation, but among equally fast starts it fills GPUs in use
 // (evicting a small idle model, whose DRAM copy stays for a 0.3 s return) before waking another.
-// In the scheduling simulator (bench/sim) this cut GPU-seconds 10–35% on the Azure traces with p99
-// TTFT no worse (bench/RESULTS.md). Pure: the scheduler gathers the inputs (heartbeats plus what it
-// knows newer than them), this ranks them.
+// In the scheduling simulator (bench/sim) this cut GPU-seconds 5–12% at the same p99 TTFT.
+// α (0.1) only breaks near-ties between tiers: the transfer term already prices a tier by the time
+// its bytes take, as the agent measures it. With α = 1 a local disk copy (1.5 GB/s) beat a store
+// download as fast or faster (1.55 GB/s, and several times that when idle agents share the chunks),
+// and the simulator's p99 TTFT at low load was 19 s instead of 10.5 s (bench/RESULTS.md).
+// Pure: the scheduler gathers the inputs (heartbeats plus what it knows newer than them), this
+// ranks them.
 import { Tier, type AgentStatus, type ModelCacheEntry } from "../../gen/thaw/agent/v1/agent_pb.js";
 import type { CheckpointRef } from "../../gen/thaw/checkpoint/v1/checkpoint_pb.js";
 
@@ -27,7 +31,7 @@ export interface PlacementWeights {
   zeta: number;
 }
 
-export const DEFAULT_WEIGHTS: PlacementWeights = { alpha: 1, beta: 0.5, gamma: 0.25, delta: 1, epsilon: 1, zeta: 0.3 };
+export const DEFAULT_WEIGHTS: PlacementWeights = { alpha: 0.1, beta: 0.5, gamma: 0.25, delta: 1, epsilon: 1, zeta: 0.3 };
 
 /**
  * Bandwidth assumed for a tier an agent has not measured yet (bytes/s). Placement uses the
