@@ -10,7 +10,7 @@
 // one request of queue (γ) or the eviction term of a 15 GB idle model: below a cache level (α), so it
 // never trades a faster start for consolidation, but among equally fast starts it fills GPUs in use
 // (evicting a small idle model, whose DRAM copy stays for a 0.3 s return) before waking another.
-// In the scheduling simulator (bench/sim) this cut GPU-seconds 5–12% at the same p99 TTFT.
+// In the scheduling simulator (bench/sim) this cut GPU-seconds 4–12% at the same p99 TTFT.
 // α (0.1) only breaks near-ties between tiers: the transfer term already prices a tier by the time
 // its bytes take, as the agent measures it. With α = 1 a local disk copy (1.5 GB/s) beat a store
 // download as fast or faster (1.55 GB/s, and several times that when idle agents share the chunks),
