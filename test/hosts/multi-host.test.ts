@@ -235,7 +235,8 @@ serial("a restarted orchestrator knows every agent again within two heartbeats, 
   const answered = Date.now();
   await until("every agent known again", async () => ((await liveAgents()).size === 3 ? true : undefined), 30_000);
   const ms = Date.now() - answered;
-  t.true(ms <= 2 * HEARTBEAT_MS + 500, `known again after ${ms} ms`);
+  // Two heartbeat intervals, and a second for the proof each agent gives and a loaded machine.
+  t.true(ms <= 2 * HEARTBEAT_MS + 1000, `known again after ${ms} ms`);
   const done = await thaw.chatText("tiny", [{ role: "user", content: "again" }], { maxTokens: 4 });
   t.true(done.usage.completionTokens > 0);
 });
