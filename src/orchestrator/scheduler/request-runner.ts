@@ -70,6 +70,16 @@ const RETRYABLE = new Set([Code.Unavailable, Code.Unknown, Code.Internal, Code.A
  */
 const BROKEN = new Set([Code.Unavailable, Code.Unknown, Code.Internal]);
 
+/** An Infer in flight on an agent. */
+interface RunningCall {
+  controller: AbortController;
+  /** When the call last heard from the agent (or began). */
+  lastMessageMs: number;
+}
+
+/** How long a call to an agent whose heartbeats stopped may hear nothing before it is ended. */
+const SILENT_CALL_MS = 10_000;
+
 interface RequestStats {
   firstToken: boolean;
   arrived: number;
@@ -78,7 +88,7 @@ interface RequestStats {
 
 export class RequestRunner {
   /** Infers running on each agent, so they can be ended when the agent stops heartbeating. */
-  private readonly calls = new Map<string, Set<AbortController>>();
+  private readonly calls = new Map<string, Set<RunningCall>>();
 
   constructor(private readonly deps: RequestRunnerDeps) {}
 
@@ -90,11 +100,14 @@ export class RequestRunner {
    */
   endSilentAgents(): void {
     const { agents } = this.deps;
+    const now = this.deps.now();
     for (const [agentId, calls] of this.calls) {
       const agent = agents.get(agentId);
       if (agent !== undefined && agents.isLive(agent)) continue;
       const reason = new ConnectError(`agent ${agentId} stopped heartbeating`, Code.Unavailable);
-      for (const call of calls) call.abort(reason);
+      // Only a call that has itself heard nothing for a while: late heartbeats alone (a busy
+      // process) must not end a stream that is flowing, or one waiting its turn on a live agent.
+      for (const call of calls) if (now - call.lastMessageMs >= SILENT_CALL_MS) call.controller.abort(reason);
     }
   }
 
@@ -286,15 +299,16 @@ export class RequestRunner {
     const agent = placement.agent;
     let last = this.deps.now();
     let finished = false;
-    const call = new AbortController();
-    const calls = this.calls.get(agent.id) ?? new Set<AbortController>();
+    const call: RunningCall = { controller: new AbortController(), lastMessageMs: this.deps.now() };
+    const calls = this.calls.get(agent.id) ?? new Set<RunningCall>();
     this.calls.set(agent.id, calls.add(call));
     try {
       // Read every stream to its end, even past the finish: leaving early resets the HTTP/2
       // stream, and servers count resets (rapid-reset protection closes sessions that send many).
-      for await (const r of placement.client.infer({ ...request, ref }, { signal: AbortSignal.any([signal, call.signal]) })) {
-        if (finished) continue;
+      for await (const r of placement.client.infer({ ...request, ref }, { signal: AbortSignal.any([signal, call.controller.signal]) })) {
         const t = this.deps.now();
+        call.lastMessageMs = t;
+        if (finished) continue;
         const count = r.tokens.length;
         if (count > 0) {
           if (!stats.firstToken) {
@@ -318,7 +332,7 @@ export class RequestRunner {
       }
     } catch (err) {
       // Ended because the agent went silent: its reason, not the bare abort.
-      throw call.signal.aborted && !signal.aborted ? call.signal.reason : err;
+      throw call.controller.signal.aborted && !signal.aborted ? call.controller.signal.reason : err;
     } finally {
       calls.delete(call);
       if (calls.size === 0) this.calls.delete(agent.id);
