@@ -10,6 +10,7 @@ import path from "node:path";
 import { encodeSafetensors, type F32Tensor, type SafetensorsTensor } from "./safetensors-file.js";
 import { BOS_ID, EOS_IDS, tokenizerConfigJson, tokenizerJson } from "./byte-tokenizer.js";
 import { E4M3_MAX, encodeE4M3 } from "./float8.js";
+import { mulberry32 as prng } from "../shared/prng.js";
 
 export const TINY_ARCHITECTURES = [
   "llama",
@@ -43,18 +44,6 @@ const SHAPE = {
 const TINY_WINDOW = 48;
 /** FP8 block size of the tiny block-quantized model (the Hub's models use 128 × 128). */
 const FP8_BLOCK = 32;
-
-/** mulberry32: tiny, fast, and defined entirely in 32-bit integer arithmetic. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const COMMON = {
   vocab_size: SHAPE.vocabSize,
