@@ -7,8 +7,8 @@
 // DRAM). Models with running requests are never evictable.
 // The wake term: a model loaded onto a device that holds nothing (an idle GPU) holds that whole GPU
 // for its keep-alive, where one loaded beside others costs no GPU time of its own. ζ (0.3) is about
-// one request of queue (γ) or the eviction term of a 15 GB idle model: below a cache level (α), so it
-// never trades a faster start for consolidation, but among equally fast starts it fills GPUs in use
+// one request of queue (γ) or the eviction term of a 15 GB idle model, 0.3 s of transfer (δ): it
+// trades at most that much start time for consolidation, but among equally fast starts it fills GPUs in use
 // (evicting a small idle model, whose DRAM copy stays for a 0.3 s return) before waking another.
 // In the scheduling simulator (bench/sim) this cut GPU-seconds 4–12% at the same p99 TTFT.
 // α (0.1) only breaks near-ties between tiers: the transfer term already prices a tier by the time
