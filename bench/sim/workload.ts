@@ -8,6 +8,7 @@
 //   diurnal    a daily cycle (peak 1.6×, trough 0.4× the mean) with the bursts on top, for long runs
 // Token counts of the synthetic workloads are drawn from the trace's conversation requests.
 import { readFileSync } from "node:fs";
+import { mulberry32 } from "../../src/shared/prng.js";
 
 export interface Request {
   atMs: number;
@@ -16,17 +17,8 @@ export interface Request {
   outputTokens: number;
 }
 
-/** A small seeded generator (mulberry32): the same workload for every policy. */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** The shared seeded generator: the same workload for every policy. */
+export const rng = mulberry32;
 
 /** Model ranks 0..n-1 drawn with probability ∝ 1/(rank+1)^s. */
 export function zipf(n: number, s: number, random: () => number): () => number {
